@@ -1,0 +1,25 @@
+# Generative recommendation with LLMs: item text -> semantic IDs -> SFT -> RL -> evaluation -> summary.
+#   snakemake --cores 2 results/summary.csv          (the default matrix in config.yaml)
+#   snakemake --cores 8 --configfile config/office.yaml results/summary.csv
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/embed.smk"
+include: "rules/sid.smk"
+include: "rules/sft.smk"
+include: "rules/rl.smk"
+include: "rules/eval.smk"
+include: "rules/baselines.smk"
+include: "rules/summary.smk"
+
+
+rule all:
+    input:
+        "results/summary.csv",

@@ -1,0 +1,35 @@
+# Validation, wildcard constraints and small input helpers; all logic lives in genrec.config.
+import re
+
+from genrec.config import experiment_cells, stage_json, validate_config
+
+validate_config(config)
+
+CELLS = experiment_cells(config)
+DATASETS = sorted({c.dataset for c in CELLS})
+BASELINES = sorted(config.get("baselines") or {})
+
+
+def _choices(section):
+    return "|".join(map(re.escape, sorted(config[section])))
+
+
+wildcard_constraints:
+    dataset=_choices("datasets"),
+    encoder=_choices("encoders"),
+    sid=_choices("sid_methods"),
+    sft=_choices("sft_variants"),
+    rl=_choices("rl_variants"),
+
+
+def settings_of(section, wildcard=None):
+    """Params function: the stage's own config slice as sorted JSON."""
+    if wildcard is None:
+        return lambda wc: stage_json(config, section)
+    return lambda wc: stage_json(config, section, getattr(wc, wildcard))
+
+
+DATA = "results/{dataset}/data"
+SID_DIR = "results/{dataset}/sid/{encoder}/{sid}"
+SFT_DIR = "results/{dataset}/runs/{encoder}-{sid}/sft-{sft}"
+RUN_DIR = SFT_DIR + "/rl-{rl}"

@@ -1,0 +1,1 @@
+"""Datasets in MiniOneRec's format: synthetic, raw Amazon Reviews 2018, or an existing directory."""

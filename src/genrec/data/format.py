@@ -1,0 +1,191 @@
+"""MiniOneRec's dataset format: the single place that reads and writes it.
+
+A dataset directory holds:
+
+* ``train.csv``, ``valid.csv``, ``test.csv`` with MiniOneRec's seven columns (:data:`COLUMNS`).
+  List columns are Python-literal lists (``"[384, 289]"``, ``"['t1', 't2']"``).
+  The SID columns are filled when the source already has SIDs (an imported MiniOneRec
+  directory); otherwise they are ``[]`` / empty, and the SID stage writes a complete copy with
+  its own SIDs (see :func:`genrec.sid.build_sids`). Downstream stages always take SIDs from the
+  cell's ``index.json``, never from these columns.
+* ``item.json``: ``{"<item id>": {"title", "description", "brand", "categories"}}`` for ids
+  ``0..N-1``.
+* ``info.txt``: one line per item, ``SID<TAB>title<TAB>item_id`` (SID empty until assigned).
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from genrec.io import atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+COLUMNS = [
+    "user_id",
+    "history_item_title",
+    "item_title",
+    "history_item_id",
+    "item_id",
+    "history_item_sid",
+    "item_sid",
+]
+SPLITS = ("train", "valid", "test")
+ITEM_FIELDS = ("title", "description", "brand", "categories")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One next-item sample: a user's history (oldest first) and the item that followed it."""
+
+    user: str
+    history: tuple[int, ...]
+    target: int
+
+
+def samples_to_frame(
+    samples: Sequence[Sample],
+    items: Mapping[int, Mapping[str, str]],
+    sids: Mapping[int, str] | None = None,
+) -> pd.DataFrame:
+    """Build a MiniOneRec-format frame from samples.
+
+    Args:
+        samples: the rows, in output order.
+        items: item id to metadata (at least ``title``).
+        sids: item id to SID string; ``None`` leaves the SID columns empty.
+
+    Returns:
+        A frame with exactly :data:`COLUMNS`.
+    """
+    rows = []
+    for s in samples:
+        hist = list(s.history)
+        rows.append(
+            {
+                "user_id": s.user,
+                "history_item_title": repr([items[i]["title"] for i in hist]),
+                "item_title": items[s.target]["title"],
+                "history_item_id": repr(hist),
+                "item_id": s.target,
+                "history_item_sid": repr([sids[i] for i in hist]) if sids else "[]",
+                "item_sid": sids[s.target] if sids else "",
+            }
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def parse_list(value: str, where: str) -> list:
+    """Parse a Python-literal list cell safely (never ``eval``)."""
+    try:
+        out = ast.literal_eval(value)
+    except (ValueError, SyntaxError) as err:
+        raise ValueError(f"{where}: cannot parse list cell {value[:80]!r}: {err}") from err
+    if not isinstance(out, list):
+        raise ValueError(f"{where}: expected a list, got {type(out).__name__}")
+    return out
+
+
+def read_split(path: str | os.PathLike[str], n_items: int | None = None) -> pd.DataFrame:
+    """Read and check one split CSV.
+
+    Adds a parsed ``history`` column (list of int item ids) next to the seven columns.
+
+    Args:
+        path: the CSV file.
+        n_items: if given, every item id must lie in ``0..n_items-1``.
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: a column is missing, a list cell does not parse, an id is out of range,
+            or the file has no rows.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"split file not found: {p}")
+    try:
+        df = pd.read_csv(p, dtype={"user_id": str, "item_sid": str}, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueError(f"{p} is not a readable CSV: {err}") from err
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{p} lacks column(s) {missing}; MiniOneRec's format needs {COLUMNS}")
+    if df.empty:
+        raise ValueError(f"{p} has no rows")
+    try:
+        df["item_id"] = df["item_id"].astype(int)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{p}: item_id must be integers: {err}") from err
+    df["history"] = [
+        [int(i) for i in parse_list(v, f"{p} row {r + 2} history_item_id")]
+        for r, v in enumerate(df["history_item_id"])
+    ]
+    if n_items is not None:
+        ids = pd.Series([i for h in df["history"] for i in h] + df["item_id"].tolist())
+        bad = ids[(ids < 0) | (ids >= n_items)]
+        if len(bad):
+            raise ValueError(f"{p}: item id {int(bad.iloc[0])} is outside the catalogue 0..{n_items - 1}")
+    return df
+
+
+def read_items(path: str | os.PathLike[str]) -> dict[int, dict[str, str]]:
+    """Read ``item.json`` and check that ids are exactly ``0..N-1``.
+
+    Raises:
+        FileNotFoundError, ValueError: missing file, bad JSON, non-contiguous ids or no title.
+    """
+    raw = read_json(path, "item file")
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"item file {path} must be a non-empty JSON object of item id -> metadata")
+    try:
+        items = {int(k): v for k, v in raw.items()}
+    except ValueError as err:
+        raise ValueError(f"item file {path}: keys must be integer item ids: {err}") from err
+    if sorted(items) != list(range(len(items))):
+        raise ValueError(f"item file {path}: item ids must be exactly 0..{len(items) - 1}")
+    for i, meta in items.items():
+        if not isinstance(meta, dict) or not isinstance(meta.get("title"), str):
+            raise ValueError(f"item file {path}: item {i} has no title")
+    return dict(sorted(items.items()))
+
+
+def write_dataset(
+    out_dir: str | os.PathLike[str],
+    items: Mapping[int, Mapping[str, str]],
+    splits: Mapping[str, pd.DataFrame],
+    sids: Mapping[int, str] | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> None:
+    """Write a complete dataset directory atomically.
+
+    Args:
+        out_dir: the directory to create (replaced if it exists).
+        items: item id (``0..N-1``) to metadata with :data:`ITEM_FIELDS`.
+        splits: ``train``/``valid``/``test`` frames with :data:`COLUMNS`.
+        sids: item id to SID string for ``info.txt``; ``None`` leaves it empty.
+        extra: more JSON files to write, name to content (e.g. ``data_stats.json``).
+
+    Raises:
+        ValueError: a split is empty or ids are not contiguous.
+    """
+    if sorted(items) != list(range(len(items))):
+        raise ValueError("item ids must be exactly 0..N-1")
+    for name in SPLITS:
+        if name not in splits or splits[name].empty:
+            raise ValueError(f"dataset has an empty {name} split: too little data for an 8:1:1 split")
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        for name in SPLITS:
+            splits[name][COLUMNS].to_csv(tmp / f"{name}.csv", index=False)
+        write_json(tmp / "item.json", {str(i): {f: items[i].get(f, "") for f in ITEM_FIELDS} for i in items})
+        lines = [f"{sids[i] if sids else ''}\t{items[i]['title']}\t{i}" for i in items]
+        (tmp / "info.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for name, obj in (extra or {}).items():
+            write_json(tmp / name, obj)
+    log.info("wrote dataset to %s: %s", out_dir, {n: len(splits[n]) for n in SPLITS})

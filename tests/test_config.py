@@ -1,0 +1,58 @@
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from genrec.config import ConfigError, experiment_cells, stage_json, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = [REPO / "config.yaml", *sorted((REPO / "config").glob("*.yaml")), *sorted((REPO / "tests" / "configs").glob("*.yaml"))]
+
+
+def _default():
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_validate(path):
+    validate_config(yaml.safe_load(path.read_text()))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c.update(bogus=1), "Additional properties are not allowed"),
+        (lambda c: c["sft_variants"]["full"].update(learnin_rate=1e-4), r"unknown key\(s\) \['learnin_rate'\]"),
+        (lambda c: c["eval"].update(num_beams=0), "eval.num_beams"),
+        (lambda c: c["sid_methods"]["rkmeans"].update(method="magic"), "sid_methods.rkmeans.method"),
+        (lambda c: c["experiments"][0].update(sft_variants=["nope"]), r"experiments.0.sft_variants: \['nope'\]"),
+        (lambda c: c["sft_variants"]["full"].update(model="gpt-9"), "unknown model 'gpt-9'"),
+        (lambda c: c["datasets"]["synthetic"].update(n_users="many"), "datasets.synthetic"),
+    ],
+)
+def test_bad_config_named(edit, message):
+    config = _default()
+    edit(config)
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_stage_json_is_the_slice_with_models_resolved():
+    config = _default()
+    sft = json.loads(stage_json(config, "sft_variants", "full"))
+    assert sft["model"] == config["models"]["smollm2-135m"]
+    assert json.loads(stage_json(config, "eval")) == config["eval"]
+    changed = copy.deepcopy(config)
+    changed["eval"]["num_beams"] = 30
+    assert stage_json(changed, "sft_variants", "full") == stage_json(config, "sft_variants", "full")
+
+
+def test_cells_are_the_product():
+    config = _default()
+    config["sft_variants"]["other"] = dict(config["sft_variants"]["full"])
+    config["experiments"] = [{**config["experiments"][0], "sft_variants": ["full", "other"]},
+                             {**config["experiments"][0]}]
+    cells = experiment_cells(config)
+    assert [c.sft for c in cells] == ["full", "other"]

@@ -1,0 +1,37 @@
+import math
+
+import pytest
+
+from genrec.metrics import ranking_metrics, target_rank
+
+
+def test_hand_computed_case():
+    preds = [["x", "t1", "y"], ["t2", "x", "y"], ["x", "y", "z"], ["bad", "x", "t4"]]
+    targets = ["t1", "t2", "t3", "t4"]
+    valid = {"x", "y", "z", "t1", "t2", "t3", "t4"}
+    m = ranking_metrics(preds, targets, valid, ks=(1, 3))
+    # ranks: 1, 0, miss, 2
+    assert m["HR@1"] == pytest.approx(1 / 4)
+    assert m["HR@3"] == pytest.approx(3 / 4)
+    assert m["NDCG@1"] == pytest.approx(1 / 4)
+    assert m["NDCG@3"] == pytest.approx((1 / math.log2(3) + 1 + 1 / math.log2(4)) / 4)
+    assert m["MRR"] == pytest.approx((1 / 2 + 1 + 1 / 3) / 4)
+    assert m["invalid_rate"] == pytest.approx(1 / 12)
+    assert m["n"] == 4 and m["list_length"] == 3
+
+
+def test_k_beyond_list_is_not_reported():
+    m = ranking_metrics([["a", "b"]], ["b"], {"a", "b"}, ks=(1, 3))
+    assert "HR@3" not in m and m["HR@1"] == 0.0
+
+
+def test_ndcg_never_decreases_with_k():
+    preds = [["a", "b", "c", "d", "e"], ["e", "d", "c", "b", "a"], ["c", "a", "b", "e", "d"]]
+    m = ranking_metrics(preds, ["c", "a", "d"], set("abcde"), ks=(1, 3, 5))
+    assert m["NDCG@1"] <= m["NDCG@3"] <= m["NDCG@5"] and m["HR@5"] == 1.0
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="one prediction list per target"):
+        ranking_metrics([["a"]], ["a", "b"], {"a"})
+    assert target_rank([], "a") is None

@@ -1,0 +1,77 @@
+"""Import, SID and evaluation code on MiniOneRec's real Office_Products files (../shared)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from genrec.data.format import read_split
+from genrec.data.prepare import prepare_data
+from genrec.embed import encode_texts, item_text
+from genrec.settings import EmbedSettings, EvalSettings, ImportSettings, SIDSettings
+from genrec.sid import build_sids
+from genrec.sids import load_index
+
+pytestmark = pytest.mark.realdata
+
+
+@pytest.fixture(scope="module")
+def office_cell(tmp_path_factory, office_dir, tiny_model_dir):
+    root = tmp_path_factory.mktemp("office")
+    data = root / "data"
+    prepare_data(ImportSettings(path=str(office_dir)), data)
+    items = json.loads((data / "item.json").read_text())
+    texts = [item_text(items[str(i)]) for i in range(len(items))]
+    emb = encode_texts(texts, EmbedSettings(kind="causal_lm", model={"path": str(tiny_model_dir)},
+                                            batch_size=128, max_length=64))
+    np.save(root / "emb.npy", emb)
+    sid = root / "sid"
+    build_sids(SIDSettings(codebook_size=32, n_init=1, kmeans_iters=30), root / "emb.npy", data,
+               sid / "office.index.json", sid / "sid_stats.json", sid / "dataset")
+    return root, data, sid
+
+
+def test_office_import_and_sids(office_cell):
+    root, data, sid = office_cell
+    stats = json.loads((data / "data_stats.json").read_text())
+    assert stats["items"] == 3459 and stats["valid_rows"] == 4866 and stats["test_rows"] == 4866
+    assert stats["train_derived"] is True and stats["train_rows"] > 5000
+    index = load_index(sid / "office.index.json", n_items=3459)
+    assert len({"".join(v) for v in index.values()}) == 3459
+    sid_stats = json.loads((sid / "sid_stats.json").read_text())
+    assert sid_stats["collision_rate_after"] == 0.0
+    test = read_split(sid / "dataset" / "test.csv")
+    assert len(test) == 4866 and test["item_sid"].str.startswith("<a_").all()
+
+
+def test_minionerec_shipped_index_has_collisions_we_detect(office_cell):
+    root, data, _ = office_cell
+    with pytest.raises(ValueError, match="share the SID"):
+        load_index(data / "source.index.json", n_items=3459)
+
+
+def test_office_evaluation_is_always_valid(office_cell, tiny_model_dir):
+    from genrec.evaluate import evaluate
+    from genrec.models import load_causal_lm, load_tokenizer
+    from genrec.rl import run_rl
+    from genrec.sft import add_sid_tokens
+
+    root, data, sid = office_cell
+    index = load_index(sid / "office.index.json")
+    items = {int(k): v for k, v in json.loads((data / "item.json").read_text()).items()}
+    tok = load_tokenizer({"path": str(tiny_model_dir)})
+    model = load_causal_lm({"path": str(tiny_model_dir)})
+    add_sid_tokens(model, tok, index, items)
+    ckpt = root / "ckpt"
+    model.save_pretrained(ckpt)
+    tok.save_pretrained(ckpt)
+    from genrec.settings import RLSettings
+
+    run_rl(RLSettings(), str(ckpt), str(root / "policy.json"))
+    metrics = evaluate(EvalSettings(num_beams=10, batch_size=16, max_users=48), str(root / "policy.json"),
+                       str(data / "test.csv"), str(sid / "office.index.json"), str(root / "eval_results.json"),
+                       str(root / "metrics.json"))
+    rows = json.loads((root / "eval_results.json").read_text())
+    valid = {"".join(v) for v in index.values()}
+    assert len(rows) == 48 and all(len(r["predict"]) == 10 and set(r["predict"]) <= valid for r in rows)
+    assert metrics["invalid_rate"] == 0.0 and metrics["n"] == 48

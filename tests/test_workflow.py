@@ -1,0 +1,111 @@
+"""The Snakemake workflow end to end on a tiny matrix, and partial reruns after config edits."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake(workdir: Path, *args: str) -> str:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        logs = "".join(f"\n--- {p}\n{p.read_text()[-3000:]}" for p in (workdir / "results" / "logs").rglob("*.log"))
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}{logs}")
+    return proc.stdout + proc.stderr
+
+
+def planned_jobs(workdir: Path) -> set[str]:
+    out = snakemake(workdir, "-n", "results/summary.csv")
+    if "Nothing to be done" in out:
+        return set()
+    table = out.split("Job stats:")[1]
+    return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", table, re.M)} - {"total"}
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_model_dir):
+    workdir = tmp_path_factory.mktemp("wf")
+    config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    config["models"]["tiny"]["path"] = str(tiny_model_dir)
+    write_config(workdir, config)
+    snakemake(workdir, "results/summary.csv")
+    return workdir, config
+
+
+@pytest.mark.slow
+def test_tiny_matrix_outputs(tiny_run):
+    workdir, config = tiny_run
+    res = workdir / "results"
+    data = res / "synthetic" / "data"
+    assert set(pd.read_csv(data / "test.csv").columns) >= {"user_id", "history_item_id", "item_id"}
+    items = json.loads((data / "item.json").read_text())
+    import numpy as np
+
+    emb = np.load(res / "synthetic" / "emb" / "synthetic.emb-tinylm-td.npy")
+    assert emb.shape[0] == len(items) and emb.dtype == np.float32 and np.isfinite(emb).all()
+    sid_dir = res / "synthetic" / "sid" / "tinylm" / "rkmeans"
+    index = json.loads((sid_dir / "synthetic.index.json").read_text())
+    assert len(index) == len(items) and len({"".join(v) for v in index.values()}) == len(items)
+    assert {len(v) for v in index.values()} == {3}
+    summary = pd.read_csv(res / "summary.csv")
+    assert len(summary) == 3  # 2 SFT cells + popularity
+    assert sorted(summary["sft"].fillna("")) == ["", "full", "short"]
+    llm = summary[summary["kind"] == "llm"]
+    assert (llm["invalid_rate"] == 0).all() and llm[["HR@1", "HR@5", "NDCG@5", "MRR"]].notna().all().all()
+    for sft in ("full", "short"):
+        run = res / "synthetic" / "runs" / "tinylm-rkmeans" / f"sft-{sft}"
+        assert (run / "final_checkpoint" / "config.json").is_file()
+        rows = json.loads((run / "rl-none" / "eval_results.json").read_text())
+        test = pd.read_csv(data / "test.csv")
+        assert len(rows) == len(test)
+        valid = {"".join(v) for v in index.values()}
+        assert all(len(r["predict"]) == config["eval"]["num_beams"] and set(r["predict"]) <= valid for r in rows)
+        assert all(r["output"] == "".join(index[str(r["item_id"])]) for r in rows)
+        metrics = json.loads((run / "rl-none" / "metrics.json").read_text())
+        hits = sum(r["output"] in r["predict"][:5] for r in rows) / len(rows)
+        assert metrics["HR@5"] == pytest.approx(hits)
+        row = summary[summary["sft"] == sft].iloc[0]
+        assert row["HR@5"] == pytest.approx(metrics["HR@5"])
+    pop = json.loads((res / "synthetic" / "baselines" / "popularity" / "metrics.json").read_text())
+    assert pop["invalid_rate"] == 0 and 0 <= pop["HR@20"] <= 1
+    assert (res / "logs" / "sft" / "synthetic" / "tinylm-rkmeans-full.log").read_text().count("settings") >= 1
+
+
+@pytest.mark.slow
+def test_partial_reruns_follow_the_edited_stage(tiny_run):
+    workdir, config = tiny_run
+    assert planned_jobs(workdir) == set()
+    edited = json.loads(json.dumps(config))
+    edited["eval"]["num_beams"] = 4
+    write_config(workdir, edited)
+    assert planned_jobs(workdir) == {"evaluate", "summary"}
+    edited = json.loads(json.dumps(config))
+    edited["sft_variants"]["short"]["learning_rate"] = 0.001
+    write_config(workdir, edited)
+    assert planned_jobs(workdir) == {"sft", "rl", "evaluate", "summary"}
+    write_config(workdir, config)
+    assert planned_jobs(workdir) == set()
+
+
+@pytest.mark.slow
+def test_unknown_config_key_is_named(tmp_path, tiny_model_dir):
+    config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    config["eval"]["beams"] = 3
+    write_config(tmp_path, config)
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n", "--cores", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode != 0 and "beams" in proc.stdout + proc.stderr
+    shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
