@@ -46,6 +46,6 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                      "baseline": b["baseline"], **{k: m.get(k) for k in METRIC_COLUMNS}})
     table = pd.DataFrame(rows)
     with atomic_path(out_csv) as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+        table.to_csv(tmp, index=False)
     log.info("summary of %d cells and %d baselines written to %s", len(cells), len(baselines), out_csv)
     return table
