@@ -35,3 +35,28 @@ def test_bad_input():
     with pytest.raises(ValueError, match="one prediction list per target"):
         ranking_metrics([["a"]], ["a", "b"], {"a"})
     assert target_rank([], "a") is None
+
+
+def test_row_ranks_and_per_row_means_match_metrics():
+    from genrec.metrics import per_row, row_ranks
+
+    rows = [{"item_id": 3, "predict_items": [1, 3, 2]}, {"item_id": 5, "predict_items": [1, 2, 4]},
+            {"item_id": 1, "predict_items": [1, 2, 4]}]
+    ranks = row_ranks(rows)
+    assert ranks == [1, None, 0]
+    assert per_row(ranks, "HR@1") == [0.0, 0.0, 1.0]
+    assert sum(per_row(ranks, "NDCG@3")) / 3 == pytest.approx((1 / math.log2(3) + 1) / 3)
+
+
+def test_paired_bootstrap_interval_covers_known_difference():
+    import numpy as np
+
+    from genrec.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    a = (rng.random(4000) < 0.30).astype(float)
+    b = (rng.random(4000) < 0.20).astype(float)
+    out = paired_bootstrap(a, b, n_boot=1000)
+    assert out["ci_low"] < 0.10 < out["ci_high"] and out["p_value"] < 0.01
+    same = paired_bootstrap(a, a, n_boot=200)
+    assert same["diff"] == 0.0 and same["p_value"] == 1.0

@@ -64,3 +64,43 @@ def ranking_metrics(
     total = sum(len(p) for p in predictions)
     out["invalid_rate"] = sum(x not in valid for p in predictions for x in p) / total if total else 0.0
     return out
+
+
+def row_ranks(rows: Sequence[dict]) -> list[int | None]:
+    """Per-row 0-based rank of the target item in an ``eval_results.json`` list (None = miss).
+
+    Uses item ids (``item_id``, ``predict_items``), so LLM cells and baselines compare row by row.
+    """
+    return [target_rank([str(i) for i in r["predict_items"]], str(r["item_id"])) for r in rows]
+
+
+def per_row(ranks: Sequence[int | None], metric: str) -> list[float]:
+    """Per-row values of ``HR@K``, ``NDCG@K`` or ``MRR`` (their mean is the metric)."""
+    if metric == "MRR":
+        return [0.0 if r is None else 1.0 / (r + 1) for r in ranks]
+    name, k = metric.split("@")
+    k = int(k)
+    if name == "HR":
+        return [float(r is not None and r < k) for r in ranks]
+    if name == "NDCG":
+        return [1.0 / math.log2(r + 2) if r is not None and r < k else 0.0 for r in ranks]
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Mean of ``a - b`` over rows with a 95% percentile bootstrap interval (rows resampled together).
+
+    Returns:
+        ``{"diff", "ci_low", "ci_high", "p_value"}`` where ``p_value`` is the two-sided bootstrap
+        share of resampled differences on the other side of zero.
+    """
+    import numpy as np
+
+    x = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(x) == 0:
+        raise ValueError("paired_bootstrap needs at least one row")
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    p = 2 * min((means <= 0).mean(), (means >= 0).mean())
+    return {"diff": float(x.mean()), "ci_low": float(np.percentile(means, 2.5)),
+            "ci_high": float(np.percentile(means, 97.5)), "p_value": float(min(1.0, p))}
