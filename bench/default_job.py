@@ -32,20 +32,48 @@ def main() -> None:
     args = ap.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genrec-default-"))
     (workdir / "config.yaml").exists() or (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--cores", str(args.cores), "results/summary.csv"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--cores",
+        str(args.cores),
+        "results/summary.csv",
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start
     summary = pd.read_csv(workdir / "results" / "summary.csv")
-    out = {"benchmark": "default_job", "wall_time_s": wall, "cores": args.cores, "device": "cpu",
-           "machine": f"{platform.machine()} {os.cpu_count()} cpus", "config": "config.yaml", "cells": []}
+    out = {
+        "benchmark": "default_job",
+        "wall_time_s": wall,
+        "cores": args.cores,
+        "device": "cpu",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "config": "config.yaml",
+        "cells": [],
+    }
     for _, row in summary[summary["kind"] == "llm"].iterrows():
-        run = workdir / "results" / row["dataset"] / "runs" / f"{row['encoder']}-{row['sid']}" / f"sft-{row['sft']}" / f"rl-{row['rl']}"
+        run = (
+            workdir
+            / "results"
+            / row["dataset"]
+            / "runs"
+            / f"{row['encoder']}-{row['sid']}"
+            / f"sft-{row['sft']}"
+            / f"rl-{row['rl']}"
+        )
         pop = workdir / "results" / row["dataset"] / "baselines" / "popularity"
         llm_ranks = row_ranks(json.loads((run / "eval_results.json").read_text()))
         pop_ranks = row_ranks(json.loads((pop / "eval_results.json").read_text()))
-        cell = {"cell": f"{row['dataset']}/{row['encoder']}-{row['sid']}/sft-{row['sft']}/rl-{row['rl']}", "n": len(llm_ranks)}
+        cell = {
+            "cell": f"{row['dataset']}/{row['encoder']}-{row['sid']}/sft-{row['sft']}/rl-{row['rl']}",
+            "n": len(llm_ranks),
+        }
         for metric in ("HR@10", "NDCG@10", "HR@20", "MRR"):
             a, b = per_row(llm_ranks, metric), per_row(pop_ranks, metric)
             cell[metric] = sum(a) / len(a)

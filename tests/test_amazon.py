@@ -78,8 +78,7 @@ def test_item_fields_are_clean_strings():
     raw = meta(
         "A",
         "Good pen",
-        description=["Writes <b>well</b>.", "", " <!-- .css { margin: 0 } -->", "<div></div>",
-                     "Blue &amp; red."],
+        description=["Writes <b>well</b>.", "", " <!-- .css { margin: 0 } -->", "<div></div>", "Blue &amp; red."],
         brand="by\n    \n    Acme",
         category=["Office Products", "Pens", '<span class="x">junk</span>', "Pens"],
     )
@@ -138,10 +137,15 @@ def test_read_json_lines_errors_name_the_file(tmp_path):
 
 def test_reviews_without_metadata_or_title_or_fields_are_dropped():
     metas = [meta("A"), meta("B"), meta("C", "Z"), {"title": "no asin"}]  # C fails the title filter
-    reviews = [review("u1", "A", T0), review("u1", "B", T0 + DAY), review("u1", "C", T0 + 2 * DAY),
-               review("u1", "D", T0 + 3 * DAY),  # D has no metadata
-               {"asin": "A", "unixReviewTime": T0}, {"reviewerID": "u1", "asin": "A"},
-               {"reviewerID": "u1", "asin": "A", "unixReviewTime": "soon"}]
+    reviews = [
+        review("u1", "A", T0),
+        review("u1", "B", T0 + DAY),
+        review("u1", "C", T0 + 2 * DAY),
+        review("u1", "D", T0 + 3 * DAY),  # D has no metadata
+        {"asin": "A", "unixReviewTime": T0},
+        {"reviewerID": "u1", "asin": "A"},
+        {"reviewerID": "u1", "asin": "A", "unixReviewTime": "soon"},
+    ]
     items, split, stats = preprocess_amazon(reviews, metas, settings())
     assert stats["reviews_read"] == 7 and stats["reviews_skipped"] == 3
     assert stats["meta_records"] == 4 and stats["meta_skipped"] == 1 and stats["meta_items_kept"] == 2
@@ -153,9 +157,14 @@ def test_reviews_without_metadata_or_title_or_fields_are_dropped():
 def test_kcore_is_iterative():
     # Item C has one review, so it goes; then u3 keeps one review and goes; then B keeps two.
     metas = [meta(a) for a in "ABC"]
-    reviews = [review("u1", "A", T0), review("u1", "B", T0 + DAY),
-               review("u2", "A", T0 + 2 * DAY), review("u2", "B", T0 + 3 * DAY),
-               review("u3", "B", T0 + 4 * DAY), review("u3", "C", T0 + 5 * DAY)]
+    reviews = [
+        review("u1", "A", T0),
+        review("u1", "B", T0 + DAY),
+        review("u2", "A", T0 + 2 * DAY),
+        review("u2", "B", T0 + 3 * DAY),
+        review("u3", "B", T0 + 4 * DAY),
+        review("u3", "C", T0 + 5 * DAY),
+    ]
     items, split, stats = preprocess_amazon(reviews, metas, settings(user_k=2, item_k=2))
     assert sorted(split.user_ids) == ["u1", "u2"] and sorted(split.item_ids) == ["A", "B"]
     assert stats["after_kcore"] == 4 and stats["users"] == 2 and stats["items"] == 2
@@ -185,8 +194,12 @@ def test_window_boundaries_are_inclusive_utc_month_starts(non_utc_tz):
 def test_window_widens_by_a_year_while_too_few_items():
     metas = [meta(a) for a in "ABCD"]
     t17, t16 = month_start_utc("2017-06"), month_start_utc("2016-06")
-    reviews = [review("u1", "A", t16), review("u1", "B", t16 + DAY),
-               review("u2", "C", t17), review("u2", "D", t17 + DAY)]
+    reviews = [
+        review("u1", "A", t16),
+        review("u1", "B", t16 + DAY),
+        review("u2", "C", t17),
+        review("u2", "D", t17 + DAY),
+    ]
     s = settings(start="2017-03", end="2018-11")
     assert preprocess_amazon(reviews, metas, s)[2]["items"] == 2  # min_items = 0: no widening
     items, _, stats = preprocess_amazon(reviews, metas, settings(start="2017-03", end="2018-11", min_items=4))
@@ -215,8 +228,10 @@ def test_global_chronological_split_and_history_cap():
     tt = split.target_times
     assert max(tt["train"]) <= min(tt["valid"]) and max(tt["valid"]) <= min(tt["test"])
     assert max(tt["train"]) <= min(tt["test"])
-    key = {name: {(s.user, s.target, t) for s, t in zip(getattr(split, name), tt[name], strict=True)}
-           for name in ("train", "valid", "test")}
+    key = {
+        name: {(s.user, s.target, t) for s, t in zip(getattr(split, name), tt[name], strict=True)}
+        for name in ("train", "valid", "test")
+    }
     assert not key["test"] & key["train"] and not key["valid"] & key["train"]
     every = split.train + split.valid + split.test
     assert max(len(s.history) for s in every) == 4 and min(len(s.history) for s in every) == 1
@@ -251,8 +266,12 @@ def test_no_usable_review_and_reversed_window():
 def test_prepare_amazon_from_gz_files(tmp_path):
     reviews, metas = _many_reviews()
     metas[0].update(description=["<p>Fine</p>", "<!-- css -->"], category=["Office Products", "Pens"])
-    s = AmazonSettings(reviews=write_gz(tmp_path / "Office.json.gz", reviews),
-                       meta=write_gz(tmp_path / "meta_Office.json.gz", metas), user_k=2, item_k=1)
+    s = AmazonSettings(
+        reviews=write_gz(tmp_path / "Office.json.gz", reviews),
+        meta=write_gz(tmp_path / "meta_Office.json.gz", metas),
+        user_k=2,
+        item_k=1,
+    )
     items, splits, stats = prepare_amazon(s)
     json.dumps(stats)  # JSON-ready for data_stats.json
     assert sorted(splits) == ["test", "train", "valid"]
@@ -262,7 +281,8 @@ def test_prepare_amazon_from_gz_files(tmp_path):
     i0 = next(i for i, v in items.items() if v["title"] == "Item I0")
     assert items[i0]["description"] == "Fine" and items[i0]["categories"] == "Office Products, Pens"
     assert stats["reviews_read"] == len(reviews) and sum(len(f) for f in splits.values()) == (
-        stats["train_samples"] + stats["valid_samples"] + stats["test_samples"])
+        stats["train_samples"] + stats["valid_samples"] + stats["test_samples"]
+    )
 
 
 def test_prepare_amazon_missing_file(tmp_path):

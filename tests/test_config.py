@@ -8,7 +8,11 @@ import yaml
 from genrec.config import ConfigError, experiment_cells, stage_json, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = [REPO / "config.yaml", *sorted((REPO / "config").glob("*.yaml")), *sorted((REPO / "tests" / "configs").glob("*.yaml"))]
+CONFIGS = [
+    REPO / "config.yaml",
+    *sorted((REPO / "config").glob("*.yaml")),
+    *sorted((REPO / "tests" / "configs").glob("*.yaml")),
+]
 
 
 def _default():
@@ -52,7 +56,9 @@ def test_stage_json_is_the_slice_with_models_resolved():
 def test_cells_are_the_product():
     config = _default()
     config["sft_variants"]["other"] = dict(config["sft_variants"]["full"])
-    config["experiments"] = [{**config["experiments"][0], "sft_variants": ["full", "other"]},
-                             {**config["experiments"][0]}]
+    config["experiments"] = [
+        {**config["experiments"][0], "sft_variants": ["full", "other"]},
+        {**config["experiments"][0]},
+    ]
     cells = experiment_cells(config)
     assert [c.sft for c in cells] == ["full", "other"]

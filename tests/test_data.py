@@ -62,7 +62,10 @@ def test_derive_train_uses_only_first_heldout_history():
     test = pd.DataFrame({"user_id": ["A1", "A2"], "history": [[1, 2, 3, 9, 8], [5, 6]]})
     samples = derive_train(valid, test, max_history=10)
     assert [(s.user, s.history, s.target) for s in samples] == [
-        ("A1", (1,), 2), ("A1", (1, 2), 3), ("A2", (5,), 6)]  # 9 (a valid target) and 8 never appear
+        ("A1", (1,), 2),
+        ("A1", (1, 2), 3),
+        ("A2", (5,), 6),
+    ]  # 9 (a valid target) and 8 never appear
 
 
 def test_import_without_train_has_no_heldout_target(office_dir):
@@ -75,8 +78,8 @@ def test_import_without_train_has_no_heldout_target(office_dir):
     first = held.drop_duplicates("user_id").set_index("user_id")["history"]
     for user, hist, target in zip(train["user_id"], train["history"], train["item_id"]):
         seq = first[user]
-        k = seq.index(target, len(hist)) if target in seq[len(hist):] else -1
-        assert k == len(hist) and seq[k - len(hist):k] == hist
+        k = seq.index(target, len(hist)) if target in seq[len(hist) :] else -1
+        assert k == len(hist) and seq[k - len(hist) : k] == hist
 
 
 @pytest.mark.parametrize(
@@ -84,8 +87,10 @@ def test_import_without_train_has_no_heldout_target(office_dir):
     [
         (lambda d: (d / "test.csv").unlink(), "has no test.csv"),
         (lambda d: (d / "item.json").write_text("{not json"), "not valid JSON"),
-        (lambda d: pd.read_csv(d / "valid.csv").drop(columns=["item_id"]).to_csv(d / "valid.csv", index=False),
-         r"lacks column\(s\) \['item_id'\]"),
+        (
+            lambda d: pd.read_csv(d / "valid.csv").drop(columns=["item_id"]).to_csv(d / "valid.csv", index=False),
+            r"lacks column\(s\) \['item_id'\]",
+        ),
         (lambda d: (d / "valid.csv").write_text(",".join(COLUMNS) + "\n"), "has no rows"),
         (lambda d: (d / "valid.csv").write_text('a,"b\n'), "valid.csv"),
     ],
@@ -95,8 +100,15 @@ def test_bad_input_clear_error_and_no_output(tmp_path, mutate, message):
     src.mkdir()
     items = {str(i): {"title": f"t{i}", "description": "", "brand": "", "categories": ""} for i in range(4)}
     (src / "item.json").write_text(json.dumps(items))
-    row = {"user_id": "A0", "history_item_title": "['t0', 't1']", "item_title": "t2", "history_item_id": "[0, 1]",
-           "item_id": 2, "history_item_sid": "[]", "item_sid": ""}
+    row = {
+        "user_id": "A0",
+        "history_item_title": "['t0', 't1']",
+        "item_title": "t2",
+        "history_item_id": "[0, 1]",
+        "item_id": 2,
+        "history_item_sid": "[]",
+        "item_sid": "",
+    }
     for split in ("valid", "test"):
         pd.DataFrame([row, {**row, "user_id": "A1"}]).to_csv(src / f"{split}.csv", index=False)
     mutate(src)
@@ -115,6 +127,7 @@ def test_gz_reviews_roundtrip_through_amazon_pipeline(tmp_path):
     for name, recs in (("Office.json.gz", reviews), ("meta_Office.json.gz", meta)):
         with gzip.open(tmp_path / name, "wt") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in recs)
-    items, splits, stats = prepare_amazon(AmazonSettings(reviews=str(tmp_path / "Office.json.gz"),
-                                                         meta=str(tmp_path / "meta_Office.json.gz"), item_k=3))
+    items, splits, stats = prepare_amazon(
+        AmazonSettings(reviews=str(tmp_path / "Office.json.gz"), meta=str(tmp_path / "meta_Office.json.gz"), item_k=3)
+    )
     assert len(splits["train"]) > len(splits["test"]) > 0 and len(items) <= 30

@@ -40,8 +40,11 @@ def test_bad_input():
 def test_row_ranks_and_per_row_means_match_metrics():
     from genrec.metrics import per_row, row_ranks
 
-    rows = [{"item_id": 3, "predict_items": [1, 3, 2]}, {"item_id": 5, "predict_items": [1, 2, 4]},
-            {"item_id": 1, "predict_items": [1, 2, 4]}]
+    rows = [
+        {"item_id": 3, "predict_items": [1, 3, 2]},
+        {"item_id": 5, "predict_items": [1, 2, 4]},
+        {"item_id": 1, "predict_items": [1, 2, 4]},
+    ]
     ranks = row_ranks(rows)
     assert ranks == [1, None, 0]
     assert per_row(ranks, "HR@1") == [0.0, 0.0, 1.0]

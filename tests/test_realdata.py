@@ -22,12 +22,19 @@ def office_cell(tmp_path_factory, office_dir, tiny_model_dir):
     prepare_data(ImportSettings(path=str(office_dir)), data)
     items = json.loads((data / "item.json").read_text())
     texts = [item_text(items[str(i)]) for i in range(len(items))]
-    emb = encode_texts(texts, EmbedSettings(kind="causal_lm", model={"path": str(tiny_model_dir)},
-                                            batch_size=128, max_length=64))
+    emb = encode_texts(
+        texts, EmbedSettings(kind="causal_lm", model={"path": str(tiny_model_dir)}, batch_size=128, max_length=64)
+    )
     np.save(root / "emb.npy", emb)
     sid = root / "sid"
-    build_sids(SIDSettings(codebook_size=32, n_init=1, kmeans_iters=30), root / "emb.npy", data,
-               sid / "office.index.json", sid / "sid_stats.json", sid / "dataset")
+    build_sids(
+        SIDSettings(codebook_size=32, n_init=1, kmeans_iters=30),
+        root / "emb.npy",
+        data,
+        sid / "office.index.json",
+        sid / "sid_stats.json",
+        sid / "dataset",
+    )
     return root, data, sid
 
 
@@ -68,9 +75,14 @@ def test_office_evaluation_is_always_valid(office_cell, tiny_model_dir):
     from genrec.settings import RLSettings
 
     run_rl(RLSettings(), str(ckpt), str(root / "policy.json"))
-    metrics = evaluate(EvalSettings(num_beams=10, batch_size=16, max_users=48), str(root / "policy.json"),
-                       str(data / "test.csv"), str(sid / "office.index.json"), str(root / "eval_results.json"),
-                       str(root / "metrics.json"))
+    metrics = evaluate(
+        EvalSettings(num_beams=10, batch_size=16, max_users=48),
+        str(root / "policy.json"),
+        str(data / "test.csv"),
+        str(sid / "office.index.json"),
+        str(root / "eval_results.json"),
+        str(root / "metrics.json"),
+    )
     rows = json.loads((root / "eval_results.json").read_text())
     valid = {"".join(v) for v in index.values()}
     assert len(rows) == 48 and all(len(r["predict"]) == 10 and set(r["predict"]) <= valid for r in rows)

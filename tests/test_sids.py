@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from genrec.settings import SIDSettings
-from genrec.sid import build_sids, load_embeddings, resolve_collisions, residual_kmeans
+from genrec.sid import build_sids, load_embeddings, residual_kmeans, resolve_collisions
 from genrec.sids import check_index, codes_to_index, format_sid, load_index, parse_sid, vocabulary
 
 
@@ -87,8 +87,14 @@ def test_build_sids_writes_everything(tmp_path, synthetic_data_dir):
     emb = tmp_path / "e.npy"
     np.save(emb, np.random.default_rng(0).normal(size=(len(items), 8)).astype(np.float32))
     out = tmp_path / "sid"
-    build_sids(SIDSettings(codebook_size=8, n_init=1), emb, synthetic_data_dir, out / "x.index.json",
-               out / "sid_stats.json", out / "dataset")
+    build_sids(
+        SIDSettings(codebook_size=8, n_init=1),
+        emb,
+        synthetic_data_dir,
+        out / "x.index.json",
+        out / "sid_stats.json",
+        out / "dataset",
+    )
     index = load_index(out / "x.index.json", n_items=len(items))
     stats = json.loads((out / "sid_stats.json").read_text())
     assert stats["collision_rate_after"] == 0.0 and stats["items"] == len(items)

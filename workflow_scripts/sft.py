@@ -3,6 +3,13 @@ from genrec.settings import SFTSettings
 from genrec.sft import run_sft
 
 log_to_file(snakemake.log[0])
-run_sft(SFTSettings.from_json(snakemake.params.settings), train_csv=snakemake.input.train,
-        valid_csv=snakemake.input.valid, item_json=snakemake.input.item_json, sid_index=snakemake.input.sids,
-        out_dir=snakemake.output.checkpoint, log_json=snakemake.output.train_log, threads=snakemake.threads)
+run_sft(
+    SFTSettings.from_json(snakemake.params.settings),
+    train_csv=snakemake.input.train,
+    valid_csv=snakemake.input.valid,
+    item_json=snakemake.input.item_json,
+    sid_index=snakemake.input.sids,
+    out_dir=snakemake.output.checkpoint,
+    log_json=snakemake.output.train_log,
+    threads=snakemake.threads,
+)

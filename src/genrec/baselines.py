@@ -35,8 +35,22 @@ def popularity(settings: PopularitySettings, data_dir: str, split: str, results_
     train = read_split(os.path.join(data_dir, "train.csv"), n_items=len(items))
     test = read_split(os.path.join(data_dir, f"{split}.csv"), n_items=len(items))
     ranking = [str(i) for i in popularity_ranking(train["item_id"].tolist(), len(items), settings.top_k)]
-    rows = [{"input": h, "output": str(t), "predict": ranking, "user_id": u, "item_id": int(t),
-             "predict_items": [int(i) for i in ranking]}
-            for u, h, t in zip(test["user_id"], test["history_item_id"], test["item_id"])]
-    return write_results(rows, [str(t) for t in test["item_id"]], {str(i) for i in items}, results_json,
-                         metrics_json, {"settings": settings.to_dict(), "split": split})
+    rows = [
+        {
+            "input": h,
+            "output": str(t),
+            "predict": ranking,
+            "user_id": u,
+            "item_id": int(t),
+            "predict_items": [int(i) for i in ranking],
+        }
+        for u, h, t in zip(test["user_id"], test["history_item_id"], test["item_id"])
+    ]
+    return write_results(
+        rows,
+        [str(t) for t in test["item_id"]],
+        {str(i) for i in items},
+        results_json,
+        metrics_json,
+        {"settings": settings.to_dict(), "split": split},
+    )

@@ -72,8 +72,10 @@ def validate_config(config: dict[str, Any]) -> None:
     for section, cls in _SETTINGS.items():
         for name, entry in config[section].items():
             if "model" in entry and entry["model"] not in models:
-                raise ConfigError(f"config error at {section}.{name}.model: unknown model {entry['model']!r}; "
-                                  f"defined models: {sorted(models)}")
+                raise ConfigError(
+                    f"config error at {section}.{name}.model: unknown model {entry['model']!r}; "
+                    f"defined models: {sorted(models)}"
+                )
             _build(cls, _resolved(config, section, name), f"{section}.{name}")
     _build(S.EvalSettings, config["eval"], "eval")
     for name, entry in (config.get("baselines") or {}).items():
@@ -82,8 +84,10 @@ def validate_config(config: dict[str, Any]) -> None:
         for stage in STAGES:
             unknown = [n for n in exp[stage] if n not in config[stage]]
             if unknown:
-                raise ConfigError(f"config error at experiments.{i}.{stage}: {unknown} not defined in {stage} "
-                                  f"(defined: {sorted(config[stage])})")
+                raise ConfigError(
+                    f"config error at experiments.{i}.{stage}: {unknown} not defined in {stage} "
+                    f"(defined: {sorted(config[stage])})"
+                )
 
 
 def _build(cls, entry: dict, where: str):

@@ -80,8 +80,9 @@ class SIDTrie:
         return cls(children, child_node, leaf_item, lengths.pop(), sids)
 
     def to(self, device: torch.device) -> SIDTrie:
-        return SIDTrie(self.children.to(device), self.child_node.to(device), self.leaf_item.to(device),
-                       self.depth, self.item_sids)
+        return SIDTrie(
+            self.children.to(device), self.child_node.to(device), self.leaf_item.to(device), self.depth, self.item_sids
+        )
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,8 +91,8 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
     mask = torch.zeros((len(prompts), width), dtype=torch.long, device=device)
     for r, p in enumerate(prompts):
-        ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long, device=device)
-        mask[r, width - len(p):] = 1
+        ids[r, width - len(p) :] = torch.tensor(p, dtype=torch.long, device=device)
+        mask[r, width - len(p) :] = 1
     return ids, mask
 
 
@@ -141,8 +142,13 @@ def constrained_beam_search(
         cache.reorder_cache(rows)
         mask = torch.cat([mask.index_select(0, rows), torch.ones((b * k, 1), dtype=mask.dtype, device=device)], 1)
         last_pos = last_pos.index_select(0, rows) + 1
-        out = model(input_ids=new_tok.clamp(min=0).view(-1, 1), attention_mask=mask, position_ids=last_pos,
-                    cache=cache, use_cache=True)
+        out = model(
+            input_ids=new_tok.clamp(min=0).view(-1, 1),
+            attention_mask=mask,
+            position_ids=last_pos,
+            cache=cache,
+            use_cache=True,
+        )
         cache = out.cache
         logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
     items = trie.leaf_item[node]  # (B, k)

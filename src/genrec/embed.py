@@ -13,16 +13,15 @@ dropping long descriptions (they are truncated to ``max_length`` tokens instead)
 
 from __future__ import annotations
 
-import html
 import logging
 import os
-import re
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from genrec.data.amazon import clean_text
 from genrec.data.format import read_items
 from genrec.io import atomic_path, write_json
 from genrec.logs import log_settings
@@ -30,8 +29,6 @@ from genrec.models import pick_device, resolve_model
 from genrec.settings import EmbedSettings
 
 log = logging.getLogger(__name__)
-_TAG = re.compile(r"<[^>]+>")
-_SPACE = re.compile(r"\s+")
 
 
 def item_text(meta: Mapping[str, str]) -> str:
@@ -40,8 +37,7 @@ def item_text(meta: Mapping[str, str]) -> str:
     >>> item_text({"title": "Blue &amp; Red Pens", "description": "<b>Smooth</b>  ink."})
     'Blue & Red Pens Smooth ink.'
     """
-    parts = [_SPACE.sub(" ", _TAG.sub(" ", html.unescape(str(meta.get(k) or "")))).strip()
-             for k in ("title", "description")]
+    parts = [clean_text(meta.get(k)) for k in ("title", "description")]
     return " ".join(p for p in parts if p) or "unknown item"
 
 
@@ -72,8 +68,13 @@ def encode_texts(texts: list[str], settings: EmbedSettings, device: torch.device
     model.to(device).eval()
     out = []
     for start in tqdm(range(0, len(texts), settings.batch_size), desc="embed", unit="batch"):
-        batch = tok(texts[start : start + settings.batch_size], padding=True, truncation=True,
-                    max_length=settings.max_length, return_tensors="pt").to(device)
+        batch = tok(
+            texts[start : start + settings.batch_size],
+            padding=True,
+            truncation=True,
+            max_length=settings.max_length,
+            return_tensors="pt",
+        ).to(device)
         if settings.kind == "sentence":
             hidden = model(**batch).last_hidden_state  # (B, T, H)
         else:

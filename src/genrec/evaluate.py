@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 
 import torch
@@ -29,20 +28,34 @@ from genrec.sids import load_index, sid_strings
 log = logging.getLogger(__name__)
 
 
-def write_results(rows: list[dict], targets: list[str], valid: set[str], results_json: str, metrics_json: str,
-                  extra: dict) -> dict:
+def write_results(
+    rows: list[dict], targets: list[str], valid: set[str], results_json: str, metrics_json: str, extra: dict
+) -> dict:
     """Compute metrics for ranked rows and write both result files (shared with the baselines)."""
     metrics = ranking_metrics([r["predict"] for r in rows], targets, valid)
     metrics.update(extra)
     write_json(results_json, rows, indent=1)
     write_json(metrics_json, metrics)
-    log.info("metrics: %s", {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()
-                             if k.startswith(("HR", "NDCG", "MRR", "invalid"))})
+    log.info(
+        "metrics: %s",
+        {
+            k: round(v, 4) if isinstance(v, float) else v
+            for k, v in metrics.items()
+            if k.startswith(("HR", "NDCG", "MRR", "invalid"))
+        },
+    )
     return metrics
 
 
-def evaluate(settings: EvalSettings, policy_json: str, split_csv: str, sid_index: str, results_json: str,
-             metrics_json: str, threads: int | None = None) -> dict:
+def evaluate(
+    settings: EvalSettings,
+    policy_json: str,
+    split_csv: str,
+    sid_index: str,
+    results_json: str,
+    metrics_json: str,
+    threads: int | None = None,
+) -> dict:
     """Rank SIDs for every row of a split with the policy's checkpoint and save results.
 
     Args:
@@ -74,11 +87,16 @@ def evaluate(settings: EvalSettings, policy_json: str, split_csv: str, sid_index
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
     ranked: dict[int, tuple[list[int], list[float]]] = {}
     start = time.perf_counter()
-    for s in tqdm(range(0, len(order), settings.batch_size), desc="evaluate", unit="batch",
-                  total=math.ceil(len(order) / settings.batch_size)):
+    for s in tqdm(
+        range(0, len(order), settings.batch_size),
+        desc="evaluate",
+        unit="batch",
+        total=math.ceil(len(order) / settings.batch_size),
+    ):
         chunk = order[s : s + settings.batch_size]
-        items, scores = constrained_beam_search(model, [prompts[i] for i in chunk], trie, settings.num_beams,
-                                                tokenizer.pad_token_id)
+        items, scores = constrained_beam_search(
+            model, [prompts[i] for i in chunk], trie, settings.num_beams, tokenizer.pad_token_id
+        )
         for r, i in enumerate(chunk):
             keep = items[r] >= 0
             ranked[i] = (items[r][keep].tolist(), scores[r][keep].tolist())
@@ -86,10 +104,24 @@ def evaluate(settings: EvalSettings, policy_json: str, split_csv: str, sid_index
     rows, targets = [], []
     for i, (user, target) in enumerate(zip(df["user_id"], df["item_id"])):
         pred_items, pred_scores = ranked[i]
-        rows.append({"input": next_item_text(hists[i]), "output": sids[int(target)],
-                     "predict": [sids[j] for j in pred_items], "user_id": user, "item_id": int(target),
-                     "predict_items": pred_items, "scores": [round(x, 5) for x in pred_scores]})
+        rows.append(
+            {
+                "input": next_item_text(hists[i]),
+                "output": sids[int(target)],
+                "predict": [sids[j] for j in pred_items],
+                "user_id": user,
+                "item_id": int(target),
+                "predict_items": pred_items,
+                "scores": [round(x, 5) for x in pred_scores],
+            }
+        )
         targets.append(sids[int(target)])
-    extra = {"users_per_s": len(rows) / elapsed, "decode_time_s": elapsed, "peak_memory_gb": peak_memory_gb(),
-             "device": str(device), "checkpoint": policy["checkpoint"], "settings": settings.to_dict()}
+    extra = {
+        "users_per_s": len(rows) / elapsed,
+        "decode_time_s": elapsed,
+        "peak_memory_gb": peak_memory_gb(),
+        "device": str(device),
+        "checkpoint": policy["checkpoint"],
+        "settings": settings.to_dict(),
+    }
     return write_results(rows, targets, set(sids.values()), results_json, metrics_json, extra)

@@ -102,5 +102,9 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
     p = 2 * min((means <= 0).mean(), (means >= 0).mean())
-    return {"diff": float(x.mean()), "ci_low": float(np.percentile(means, 2.5)),
-            "ci_high": float(np.percentile(means, 97.5)), "p_value": float(min(1.0, p))}
+    return {
+        "diff": float(x.mean()),
+        "ci_low": float(np.percentile(means, 2.5)),
+        "ci_high": float(np.percentile(means, 97.5)),
+        "p_value": float(min(1.0, p)),
+    }

@@ -26,6 +26,8 @@ def run_rl(settings: RLSettings, sft_checkpoint: str, policy_json: str) -> None:
     log_settings(log, "rl", settings)
     if not os.path.isfile(os.path.join(sft_checkpoint, "config.json")):
         raise FileNotFoundError(f"SFT checkpoint not found: {sft_checkpoint}")
-    write_json(policy_json, {"method": settings.method, "checkpoint": os.path.abspath(sft_checkpoint),
-                             "settings": settings.to_dict()})
+    write_json(
+        policy_json,
+        {"method": settings.method, "checkpoint": os.path.abspath(sft_checkpoint), "settings": settings.to_dict()},
+    )
     log.info("rl method %s: evaluating the SFT checkpoint %s as is", settings.method, sft_checkpoint)

@@ -23,9 +23,7 @@ class _Settings:
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(
-                f"{where or cls.__name__}: unknown key(s) {unknown}; allowed: {sorted(names)}"
-            )
+            raise ValueError(f"{where or cls.__name__}: unknown key(s) {unknown}; allowed: {sorted(names)}")
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             if f.name in data and not _has_type(data[f.name], str(f.type)):
                 raise ValueError(f"{where or cls.__name__}.{f.name} must be {f.type}, got {data[f.name]!r}")
@@ -143,8 +141,10 @@ class ModelSpec(_Settings):
     gguf_file: str = ""  # GGUF file inside the package/directory, loaded with transformers' gguf_file=
 
     def __post_init__(self) -> None:
-        _check(bool(self.package or self.path or self.hub) and not (self.hub and (self.package or self.path)),
-               "models.*: give a package (optionally with a path inside it), a local path, or a hub id")
+        _check(
+            bool(self.package or self.path or self.hub) and not (self.hub and (self.package or self.path)),
+            "models.*: give a package (optionally with a path inside it), a local path, or a hub id",
+        )
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -157,7 +157,9 @@ class EmbedSettings(_Settings):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.kind in ("sentence", "causal_lm"), f"encoders.*.kind must be sentence or causal_lm, got {self.kind!r}")
+        _check(
+            self.kind in ("sentence", "causal_lm"), f"encoders.*.kind must be sentence or causal_lm, got {self.kind!r}"
+        )
         _check(self.batch_size >= 1 and self.max_length >= 8, "encoders.*: batch_size >= 1 and max_length >= 8")
 
 
@@ -195,7 +197,10 @@ class SFTSettings(_Settings):
 
     def __post_init__(self) -> None:
         _check(self.mode == "full", f"sft_variants.*.mode: only 'full' exists so far, got {self.mode!r}")
-        _check(self.epochs > 0 and self.batch_size >= 1 and self.grad_accum >= 1, "sft_variants.*: epochs > 0, batch_size >= 1")
+        _check(
+            self.epochs > 0 and self.batch_size >= 1 and self.grad_accum >= 1,
+            "sft_variants.*: epochs > 0, batch_size >= 1",
+        )
         _check(self.learning_rate > 0, "sft_variants.*.learning_rate must be > 0")
 
 

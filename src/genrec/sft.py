@@ -57,8 +57,9 @@ def add_sid_tokens(model, tokenizer, index: dict[int, list[str]], items: dict[in
     tokens = vocabulary(index)
     added = tokenizer.add_tokens(tokens)
     if added != len(tokens):
-        raise ValueError(f"{len(tokens) - added} SID tokens already exist in the base vocabulary; "
-                         "use a tokenizer without them")
+        raise ValueError(
+            f"{len(tokens) - added} SID tokens already exist in the base vocabulary; use a tokenizer without them"
+        )
     old = model.get_input_embeddings().num_embeddings
     model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     emb = model.get_input_embeddings().weight
@@ -111,8 +112,13 @@ def collate(batch: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.T
         labels[r, width - n :] = torch.tensor(b["labels"])
         mask[r, width - n :] = 1
     response = max(sum(x != -100 for x in b["labels"]) for b in batch)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
-            "labels": labels, "logits_to_keep": response + 1}
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
+        "labels": labels,
+        "logits_to_keep": response + 1,
+    }
 
 
 def response_loss(outputs, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
@@ -127,21 +133,25 @@ def response_loss(outputs, labels: torch.Tensor, num_items_in_batch: int | torch
     logits = outputs.logits  # (B, K, V): positions T-K..T-1
     k = logits.shape[1]
     target = labels[:, -(k - 1) :]  # (B, K-1): tokens T-K+1..T-1
-    loss = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
-                                             target.reshape(-1), ignore_index=-100, reduction="sum")
+    loss = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100, reduction="sum"
+    )
     n = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum()
     return loss / n
 
 
-def build_examples(csv: str, tokenizer, sids: dict[int, str], n_items: int, max_length: int,
-                   max_samples: int = 0, seed: int = 0) -> list[dict[str, list[int]]]:
+def build_examples(
+    csv: str, tokenizer, sids: dict[int, str], n_items: int, max_length: int, max_samples: int = 0, seed: int = 0
+) -> list[dict[str, list[int]]]:
     """Tokenised next-item examples of one split (a seeded subsample when ``max_samples`` > 0)."""
     df = read_split(csv, n_items=n_items)
     rows = list(zip(df["history"], df["item_id"]))
     if max_samples and len(rows) > max_samples:
         rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), max_samples))]
-    return [training_example(tokenizer, [sids[i] for i in h], sids[t], max_length)
-            for h, t in tqdm(rows, desc=f"tokenise {os.path.basename(csv)}", unit="row")]
+    return [
+        training_example(tokenizer, [sids[i] for i in h], sids[t], max_length)
+        for h, t in tqdm(rows, desc=f"tokenise {os.path.basename(csv)}", unit="row")
+    ]
 
 
 def peak_memory_gb() -> float:
@@ -151,8 +161,16 @@ def peak_memory_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
 
 
-def run_sft(settings: SFTSettings, train_csv: str, valid_csv: str, item_json: str, sid_index: str,
-            out_dir: str, log_json: str, threads: int | None = None) -> None:
+def run_sft(
+    settings: SFTSettings,
+    train_csv: str,
+    valid_csv: str,
+    item_json: str,
+    sid_index: str,
+    out_dir: str,
+    log_json: str,
+    threads: int | None = None,
+) -> None:
     """Fine-tune the base model on next-item SID prediction and save ``final_checkpoint/``.
 
     Args:
@@ -177,33 +195,58 @@ def run_sft(settings: SFTSettings, train_csv: str, valid_csv: str, item_json: st
     model = load_causal_lm(settings.model)
     added = add_sid_tokens(model, tokenizer, index, items)
     log.info("added %d SID tokens; vocabulary now %d", added, len(tokenizer))
-    train = build_examples(train_csv, tokenizer, sids, len(items), settings.max_length,
-                           settings.max_train_samples, settings.seed)
+    train = build_examples(
+        train_csv, tokenizer, sids, len(items), settings.max_length, settings.max_train_samples, settings.seed
+    )
     valid = build_examples(valid_csv, tokenizer, sids, len(items), settings.max_length, 256, settings.seed)
     curve: list[dict[str, float]] = []
 
     class _Curve(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
-                curve.append({"step": state.global_step, "epoch": round(state.epoch or 0, 4),
-                              "loss": float(logs["loss"]), "learning_rate": float(logs.get("learning_rate", 0))})
+                curve.append(
+                    {
+                        "step": state.global_step,
+                        "epoch": round(state.epoch or 0, 4),
+                        "loss": float(logs["loss"]),
+                        "learning_rate": float(logs.get("learning_rate", 0)),
+                    }
+                )
 
     os.makedirs(os.path.dirname(os.path.abspath(out_dir)), exist_ok=True)
     work = tempfile.mkdtemp(prefix=".sft_work.", dir=os.path.dirname(os.path.abspath(out_dir)))
     steps_per_epoch = math.ceil(len(train) / (settings.batch_size * settings.grad_accum))
     args = TrainingArguments(
-        output_dir=work, num_train_epochs=settings.epochs, per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
-        learning_rate=settings.learning_rate, weight_decay=settings.weight_decay,
+        output_dir=work,
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
         warmup_steps=max(1, int(settings.warmup_ratio * steps_per_epoch * settings.epochs)),
-        lr_scheduler_type="cosine", logging_steps=max(1, steps_per_epoch // 20), save_strategy="no",
-        eval_strategy="no", report_to="none", seed=settings.seed, data_seed=settings.seed,
-        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(), dataloader_num_workers=0,
-        remove_unused_columns=False, disable_tqdm=False, dataloader_pin_memory=torch.cuda.is_available(),
+        lr_scheduler_type="cosine",
+        logging_steps=max(1, steps_per_epoch // 20),
+        save_strategy="no",
+        eval_strategy="no",
+        report_to="none",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
-    trainer = Trainer(model=model, args=args, train_dataset=_Examples(train), eval_dataset=_Examples(valid),
-                      data_collator=lambda b: collate(b, tokenizer.pad_token_id), callbacks=[_Curve()],
-                      compute_loss_func=response_loss)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=_Examples(train),
+        eval_dataset=_Examples(valid),
+        data_collator=lambda b: collate(b, tokenizer.pad_token_id),
+        callbacks=[_Curve()],
+        compute_loss_func=response_loss,
+    )
     n_tokens = sum(len(r["input_ids"]) for r in train) * settings.epochs
     start = time.perf_counter()
     try:
@@ -216,13 +259,24 @@ def run_sft(settings: SFTSettings, train_csv: str, valid_csv: str, item_json: st
     with atomic_path(out_dir, is_dir=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        write_json(os.path.join(tmp, "run_info.json"), {"stage": "sft", "settings": settings.to_dict(),
-                                                         "sid_index": str(sid_index), "added_tokens": added})
+        write_json(
+            os.path.join(tmp, "run_info.json"),
+            {"stage": "sft", "settings": settings.to_dict(), "sid_index": str(sid_index), "added_tokens": added},
+        )
     n_params = sum(p.numel() for p in model.parameters())
-    write_json(log_json, {
-        "train_time_s": train_time, "train_samples": len(train), "epochs": settings.epochs,
-        "samples_per_s": len(train) * settings.epochs / train_time, "tokens_per_s": n_tokens / train_time,
-        "peak_memory_gb": peak_memory_gb(), "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "total_params": n_params, "valid_loss": valid_loss, "loss_curve": curve,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
-    })
+    write_json(
+        log_json,
+        {
+            "train_time_s": train_time,
+            "train_samples": len(train),
+            "epochs": settings.epochs,
+            "samples_per_s": len(train) * settings.epochs / train_time,
+            "tokens_per_s": n_tokens / train_time,
+            "peak_memory_gb": peak_memory_gb(),
+            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total_params": n_params,
+            "valid_loss": valid_loss,
+            "loss_curve": curve,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+        },
+    )

@@ -37,8 +37,10 @@ def load_embeddings(path: str | os.PathLike[str], n_items: int) -> np.ndarray:
         raise FileNotFoundError(f"embedding file not found: {path}")
     emb = np.load(path)
     if emb.ndim != 2 or emb.shape[0] != n_items:
-        raise ValueError(f"{path} has shape {emb.shape}, expected ({n_items}, d): one row per item id; "
-                         "re-run embed_items for this dataset")
+        raise ValueError(
+            f"{path} has shape {emb.shape}, expected ({n_items}, d): one row per item id; "
+            "re-run embed_items for this dataset"
+        )
     bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
     if len(bad):
         raise ValueError(f"{path}: rows {bad[:10].tolist()} contain NaN/inf; fix the encoder or item text")
@@ -90,8 +92,10 @@ def resolve_collisions(x: np.ndarray, codes: np.ndarray, centroids: list[np.ndar
     n, levels = codes.shape
     sizes = [len(c) for c in centroids]
     if math.prod(sizes) < n:
-        raise ValueError(f"{n} items cannot get unique SIDs from codebooks of sizes {sizes} "
-                         f"({math.prod(sizes)} codes); raise codebook_size or levels")
+        raise ValueError(
+            f"{n} items cannot get unique SIDs from codebooks of sizes {sizes} "
+            f"({math.prod(sizes)} codes); raise codebook_size or levels"
+        )
     xc = x - x.mean(axis=0, keepdims=True)
     recon = sum(centroids[lv][codes[:, lv]] for lv in range(levels))
     err = ((xc - recon) ** 2).sum(axis=1)
@@ -138,9 +142,15 @@ def sid_stats(codes_before: np.ndarray, codes_after: np.ndarray, sizes: list[int
     for lv, k in enumerate(sizes):
         counts = np.bincount(codes_after[:, lv], minlength=k)
         p = counts[counts > 0] / n
-        per_level.append({"codebook_size": k, "codes_used": int((counts > 0).sum()),
-                          "utilisation": float((counts > 0).mean()),
-                          "entropy_bits": float(-(p * np.log2(p)).sum()), "max_items_per_code": int(counts.max())})
+        per_level.append(
+            {
+                "codebook_size": k,
+                "codes_used": int((counts > 0).sum()),
+                "utilisation": float((counts > 0).mean()),
+                "entropy_bits": float(-(p * np.log2(p)).sum()),
+                "max_items_per_code": int(counts.max()),
+            }
+        )
     return {
         "items": n,
         "collision_rate_before": float(1 - len({tuple(r) for r in codes_before.tolist()}) / n),
@@ -172,15 +182,21 @@ def build_sids(
     items = read_items(os.path.join(data_dir, "item.json"))
     x = load_embeddings(emb_npy, len(items))
     if settings.codebook_size**settings.levels < len(items):
-        raise ValueError(f"{len(items)} items cannot get unique SIDs from {settings.levels} levels of "
-                         f"{settings.codebook_size} codes; raise codebook_size or levels")
+        raise ValueError(
+            f"{len(items)} items cannot get unique SIDs from {settings.levels} levels of "
+            f"{settings.codebook_size} codes; raise codebook_size or levels"
+        )
     codes, centroids = residual_kmeans(x, settings)
     unique, moved = resolve_collisions(x, codes, centroids)
     index = codes_to_index(unique)
     check_index(index, len(items))
     stats = sid_stats(codes, unique, [len(c) for c in centroids], moved)
-    log.info("SIDs: collision rate %.4f before, %.4f after (%d items moved)",
-             stats["collision_rate_before"], stats["collision_rate_after"], moved)
+    log.info(
+        "SIDs: collision rate %.4f before, %.4f after (%d items moved)",
+        stats["collision_rate_before"],
+        stats["collision_rate_after"],
+        moved,
+    )
     sids = sid_strings(index)
     splits = {}
     for name in SPLITS:

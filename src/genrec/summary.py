@@ -33,17 +33,37 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
         m = read_json(c["metrics"], "metrics file")
         sid = read_json(c["sid_stats"], "SID stats file")
         train = read_json(c["train_log"], "SFT train log")
-        rows.append({"dataset": c["dataset"], "kind": "llm", "encoder": c["encoder"], "sid": c["sid"],
-                     "sft": c["sft"], "rl": c["rl"], "baseline": "",
-                     **{k: m.get(k) for k in METRIC_COLUMNS},
-                     "sid_collision_rate_before": sid["collision_rate_before"],
-                     "sid_collision_rate_after": sid["collision_rate_after"],
-                     "sft_train_time_s": train["train_time_s"], "sft_peak_memory_gb": train["peak_memory_gb"],
-                     "eval_users_per_s": m.get("users_per_s")})
+        rows.append(
+            {
+                "dataset": c["dataset"],
+                "kind": "llm",
+                "encoder": c["encoder"],
+                "sid": c["sid"],
+                "sft": c["sft"],
+                "rl": c["rl"],
+                "baseline": "",
+                **{k: m.get(k) for k in METRIC_COLUMNS},
+                "sid_collision_rate_before": sid["collision_rate_before"],
+                "sid_collision_rate_after": sid["collision_rate_after"],
+                "sft_train_time_s": train["train_time_s"],
+                "sft_peak_memory_gb": train["peak_memory_gb"],
+                "eval_users_per_s": m.get("users_per_s"),
+            }
+        )
     for b in baselines:
         m = read_json(b["metrics"], "metrics file")
-        rows.append({"dataset": b["dataset"], "kind": "baseline", "encoder": "", "sid": "", "sft": "", "rl": "",
-                     "baseline": b["baseline"], **{k: m.get(k) for k in METRIC_COLUMNS}})
+        rows.append(
+            {
+                "dataset": b["dataset"],
+                "kind": "baseline",
+                "encoder": "",
+                "sid": "",
+                "sft": "",
+                "rl": "",
+                "baseline": b["baseline"],
+                **{k: m.get(k) for k in METRIC_COLUMNS},
+            }
+        )
     table = pd.DataFrame(rows)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)

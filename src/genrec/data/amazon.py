@@ -222,8 +222,7 @@ def _read_reviews(reviews: Iterable[dict], stats: dict[str, object]) -> list[Int
         except (TypeError, ValueError):
             skipped += 1
     stats.update(reviews_read=len(out) + skipped, reviews_skipped=skipped)
-    log.info("reviews: %d read, %d skipped (missing reviewerID, asin or unixReviewTime)", len(out) + skipped,
-             skipped)
+    log.info("reviews: %d read, %d skipped (missing reviewerID, asin or unixReviewTime)", len(out) + skipped, skipped)
     return out
 
 
@@ -283,18 +282,33 @@ def preprocess_amazon(
         windowed = [x for x in titled if start <= x.timestamp <= end]
         kept = kcore_filter(windowed, s.user_k, s.item_k)
         n_items = len({x.item for x in kept})
-        log.info("window %d-%s..%s: %d reviews; after the %d/%d-core: %d reviews, %d items",
-                 year, month, s.end, len(windowed), s.user_k, s.item_k, len(kept), n_items)
+        log.info(
+            "window %d-%s..%s: %d reviews; after the %d/%d-core: %d reviews, %d items",
+            year,
+            month,
+            s.end,
+            len(windowed),
+            s.user_k,
+            s.item_k,
+            len(kept),
+            n_items,
+        )
         if s.min_items > 0 and n_items < s.min_items and year > _OLDEST_YEAR:
-            log.info("%d items < min_items %d: widening the window start to %d-%s",
-                     n_items, s.min_items, year - 1, month)
+            log.info(
+                "%d items < min_items %d: widening the window start to %d-%s", n_items, s.min_items, year - 1, month
+            )
             year -= 1
             widened += 1
             continue
         break
     window = f"{year}-{month}..{s.end}"
-    stats.update(window_start=f"{year}-{month}", window_end=s.end, window_widened=widened,
-                 after_window=len(windowed), after_kcore=len(kept))
+    stats.update(
+        window_start=f"{year}-{month}",
+        window_end=s.end,
+        window_widened=widened,
+        after_window=len(windowed),
+        after_kcore=len(kept),
+    )
     if not windowed:
         raise ValueError(f"no review is left after the time window {window} (UTC)")
     if not kept:
@@ -305,10 +319,21 @@ def preprocess_amazon(
 
     split = chronological_split(kept, max_history=s.max_history)
     items = reindex_items(split.item_ids, {a: clean_item(titled_meta[a]) for a in split.item_ids})
-    stats.update(users=len(split.user_ids), items=len(items), train_samples=len(split.train),
-                 valid_samples=len(split.valid), test_samples=len(split.test))
-    log.info("amazon2018: %d users, %d items; samples train %d, valid %d, test %d", len(split.user_ids),
-             len(items), len(split.train), len(split.valid), len(split.test))
+    stats.update(
+        users=len(split.user_ids),
+        items=len(items),
+        train_samples=len(split.train),
+        valid_samples=len(split.valid),
+        test_samples=len(split.test),
+    )
+    log.info(
+        "amazon2018: %d users, %d items; samples train %d, valid %d, test %d",
+        len(split.user_ids),
+        len(items),
+        len(split.train),
+        len(split.valid),
+        len(split.test),
+    )
     return items, split, stats
 
 

@@ -124,8 +124,7 @@ def read_split(path: str | os.PathLike[str], n_items: int | None = None) -> pd.D
     except (ValueError, TypeError) as err:
         raise ValueError(f"{p}: item_id must be integers: {err}") from err
     df["history"] = [
-        [int(i) for i in parse_list(v, f"{p} row {r + 2} history_item_id")]
-        for r, v in enumerate(df["history_item_id"])
+        [int(i) for i in parse_list(v, f"{p} row {r + 2} history_item_id")] for r, v in enumerate(df["history_item_id"])
     ]
     if n_items is not None:
         ids = pd.Series([i for h in df["history"] for i in h] + df["item_id"].tolist())

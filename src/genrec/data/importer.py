@@ -100,8 +100,12 @@ def import_minionerec(settings: ImportSettings) -> tuple[dict[int, dict], dict[s
         frames["train"] = _with_history(samples_to_frame(samples, items, sids or None))
         stats["train_derived"] = True
         stats["train_rule"] = "first held-out history per user, expanded to prefix->next samples"
-        log.info("no train split in %s: derived %d training samples from %d users' first held-out histories",
-                 root, len(samples), frames["train"]["user_id"].nunique())
+        log.info(
+            "no train split in %s: derived %d training samples from %d users' first held-out histories",
+            root,
+            len(samples),
+            frames["train"]["user_id"].nunique(),
+        )
     else:
         stats["train_derived"] = False
     index_path = next((p for p in [root / "index.json", *sorted(root.glob("*.index.json"))] if p.is_file()), None)

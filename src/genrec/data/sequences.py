@@ -16,8 +16,8 @@ by exactly the same rules (MiniOneRec ``data/amazon18_data_process.py``):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from genrec.data.format import Sample
 
@@ -112,9 +112,7 @@ def kcore_filter(interactions: list[Interaction], user_k: int, item_k: int) -> l
         current = kept
 
 
-def reindex_items(
-    item_ids: Mapping[str, int], meta: Mapping[str, Mapping[str, str]]
-) -> dict[int, dict[str, str]]:
+def reindex_items(item_ids: Mapping[str, int], meta: Mapping[str, Mapping[str, str]]) -> dict[int, dict[str, str]]:
     """Item metadata keyed by the contiguous ids of :func:`chronological_split`."""
     return {i: dict(meta[key]) for key, i in sorted(item_ids.items(), key=lambda kv: kv[1])}
 

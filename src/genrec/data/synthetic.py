@@ -32,29 +32,89 @@ log = logging.getLogger(__name__)
 # Category name -> (nouns, features). Enough variety that titles differ and text encoders see
 # the category in every title and description.
 _CATEGORIES: list[tuple[str, list[str], list[str]]] = [
-    ("Ink & Toner", ["Ink Cartridge", "Toner Cartridge", "Printer Ink Combo Pack", "Photo Ink Set", "Refill Kit"],
-     ["high page yield", "smudge-resistant pigment ink", "vivid color prints", "easy cartridge installation", "compatible with inkjet printers"]),
-    ("Notebooks & Paper", ["Spiral Notebook", "Composition Book", "Legal Pad", "Copy Paper Ream", "Graph Paper Pad"],
-     ["college ruled sheets", "acid-free paper", "perforated pages", "bright white 20 lb paper", "sturdy cardboard back"]),
-    ("Writing Instruments", ["Ballpoint Pens", "Gel Pens", "Mechanical Pencils", "Permanent Markers", "Highlighters"],
-     ["smooth ink flow", "comfortable rubber grip", "quick-drying ink", "fine point tip", "retractable design"]),
-    ("Desk Organizers", ["Desk Organizer", "Pen Holder", "File Sorter", "Drawer Tray", "Monitor Stand"],
-     ["mesh metal construction", "multiple compartments", "keeps your desk tidy", "non-slip feet", "space-saving design"]),
-    ("Filing & Folders", ["Hanging File Folders", "Manila Folders", "Expanding File", "Binder Clips", "Ring Binder"],
-     ["letter size", "reinforced tabs", "color-coded organization", "durable poly cover", "holds up to 200 sheets"]),
-    ("Calculators & Electronics", ["Scientific Calculator", "Printing Calculator", "Label Maker", "Paper Shredder", "Laminator"],
-     ["solar and battery powered", "large LCD display", "cross-cut security", "auto shut-off", "two-line display"]),
-    ("Tape & Adhesives", ["Transparent Tape", "Packing Tape", "Glue Sticks", "Double-Sided Tape", "Tape Dispenser"],
-     ["strong adhesion", "clear finish", "easy tear", "acid-free formula", "weighted base"]),
-    ("Labels & Stickers", ["Address Labels", "Shipping Labels", "Color Coding Dots", "Name Badges", "File Folder Labels"],
-     ["laser and inkjet printable", "permanent adhesive", "jam-free printing", "easy peel backing", "smudge-free"]),
-    ("Planners & Calendars", ["Weekly Planner", "Wall Calendar", "Desk Pad Calendar", "Academic Planner", "Monthly Planner Refill"],
-     ["twin-wire binding", "ruled daily blocks", "tabbed months", "durable cover", "12-month layout"]),
-    ("Art & Craft Supplies", ["Colored Pencils", "Watercolor Set", "Sketch Pad", "Craft Scissors", "Acrylic Paint Set"],
-     ["rich pigments", "blendable colors", "heavyweight paper", "ergonomic handles", "non-toxic"]),
+    (
+        "Ink & Toner",
+        ["Ink Cartridge", "Toner Cartridge", "Printer Ink Combo Pack", "Photo Ink Set", "Refill Kit"],
+        [
+            "high page yield",
+            "smudge-resistant pigment ink",
+            "vivid color prints",
+            "easy cartridge installation",
+            "compatible with inkjet printers",
+        ],
+    ),
+    (
+        "Notebooks & Paper",
+        ["Spiral Notebook", "Composition Book", "Legal Pad", "Copy Paper Ream", "Graph Paper Pad"],
+        [
+            "college ruled sheets",
+            "acid-free paper",
+            "perforated pages",
+            "bright white 20 lb paper",
+            "sturdy cardboard back",
+        ],
+    ),
+    (
+        "Writing Instruments",
+        ["Ballpoint Pens", "Gel Pens", "Mechanical Pencils", "Permanent Markers", "Highlighters"],
+        ["smooth ink flow", "comfortable rubber grip", "quick-drying ink", "fine point tip", "retractable design"],
+    ),
+    (
+        "Desk Organizers",
+        ["Desk Organizer", "Pen Holder", "File Sorter", "Drawer Tray", "Monitor Stand"],
+        [
+            "mesh metal construction",
+            "multiple compartments",
+            "keeps your desk tidy",
+            "non-slip feet",
+            "space-saving design",
+        ],
+    ),
+    (
+        "Filing & Folders",
+        ["Hanging File Folders", "Manila Folders", "Expanding File", "Binder Clips", "Ring Binder"],
+        ["letter size", "reinforced tabs", "color-coded organization", "durable poly cover", "holds up to 200 sheets"],
+    ),
+    (
+        "Calculators & Electronics",
+        ["Scientific Calculator", "Printing Calculator", "Label Maker", "Paper Shredder", "Laminator"],
+        ["solar and battery powered", "large LCD display", "cross-cut security", "auto shut-off", "two-line display"],
+    ),
+    (
+        "Tape & Adhesives",
+        ["Transparent Tape", "Packing Tape", "Glue Sticks", "Double-Sided Tape", "Tape Dispenser"],
+        ["strong adhesion", "clear finish", "easy tear", "acid-free formula", "weighted base"],
+    ),
+    (
+        "Labels & Stickers",
+        ["Address Labels", "Shipping Labels", "Color Coding Dots", "Name Badges", "File Folder Labels"],
+        ["laser and inkjet printable", "permanent adhesive", "jam-free printing", "easy peel backing", "smudge-free"],
+    ),
+    (
+        "Planners & Calendars",
+        ["Weekly Planner", "Wall Calendar", "Desk Pad Calendar", "Academic Planner", "Monthly Planner Refill"],
+        ["twin-wire binding", "ruled daily blocks", "tabbed months", "durable cover", "12-month layout"],
+    ),
+    (
+        "Art & Craft Supplies",
+        ["Colored Pencils", "Watercolor Set", "Sketch Pad", "Craft Scissors", "Acrylic Paint Set"],
+        ["rich pigments", "blendable colors", "heavyweight paper", "ergonomic handles", "non-toxic"],
+    ),
 ]
-_BRANDS = ["Acme", "Northstar", "Papyra", "Scriptix", "OfficeLine", "Brightwork", "Deskwise", "Colorama",
-           "Staplex", "Inkwell", "Filemate", "Clarity"]
+_BRANDS = [
+    "Acme",
+    "Northstar",
+    "Papyra",
+    "Scriptix",
+    "OfficeLine",
+    "Brightwork",
+    "Deskwise",
+    "Colorama",
+    "Staplex",
+    "Inkwell",
+    "Filemate",
+    "Clarity",
+]
 _ADJECTIVES = ["Premium", "Classic", "Pro", "Essentials", "Heavy Duty", "Compact", "Deluxe", "Eco", "Ultra", "Value"]
 _COLORS = ["Black", "Blue", "Assorted Colors", "White", "Red", "Clear", "Green", "Silver"]
 _PACKS = [1, 2, 3, 4, 5, 6, 10, 12, 24, 36]
@@ -87,11 +147,21 @@ def _make_items(s: SyntheticSettings, rng: np.random.Generator) -> tuple[list[di
                 seen.add(title)
                 break
         chosen = rng.choice(len(feats), size=3, replace=False)
-        desc = [f"{brand} {noun.lower()} for home and office.",
-                " ".join(f"{feats[k].capitalize()}." for k in chosen),
-                f"Model {brand[:3].upper()}-{i:04d}."]
-        meta.append({"asin": _asin(rng), "title": title, "description": desc, "brand": brand,
-                     "category": ["Office Products", name, noun], "price": f"${rng.uniform(2, 80):.2f}"})
+        desc = [
+            f"{brand} {noun.lower()} for home and office.",
+            " ".join(f"{feats[k].capitalize()}." for k in chosen),
+            f"Model {brand[:3].upper()}-{i:04d}.",
+        ]
+        meta.append(
+            {
+                "asin": _asin(rng),
+                "title": title,
+                "description": desc,
+                "brand": brand,
+                "category": ["Office Products", name, noun],
+                "price": f"${rng.uniform(2, 80):.2f}",
+            }
+        )
     return meta, cats
 
 
@@ -113,7 +183,7 @@ def generate_amazon_records(s: SyntheticSettings) -> tuple[list[dict], list[dict
     pop /= pop.sum()
     members = [np.flatnonzero(cats == c) for c in range(n_cat)]
     reviews = []
-    for u in range(s.n_users):
+    for _ in range(s.n_users):
         # Concentrated taste: one or two favourite categories.
         alpha = np.full(n_cat, 0.05)
         alpha[rng.choice(n_cat, size=int(rng.integers(1, 3)), replace=False)] = 2.0
@@ -136,15 +206,22 @@ def generate_amazon_records(s: SyntheticSettings) -> tuple[list[dict], list[dict
                 item = int(rng.choice(s.n_items, p=pop))
             last_in_cat[int(cats[item])] = item
             rating = float(rng.choice([3.0, 4.0, 5.0], p=[0.1, 0.3, 0.6]))
-            reviews.append({
-                "overall": rating, "verified": True, "reviewerID": user_id, "asin": meta[item]["asin"],
-                "reviewTime": datetime.fromtimestamp(t, timezone.utc).strftime("%m %d, %Y"),
-                "unixReviewTime": t, "reviewText": f"Good {meta[item]['category'][2].lower()}.",
-                "summary": "Works as described" if rating >= 4 else "Okay",
-            })
+            reviews.append(
+                {
+                    "overall": rating,
+                    "verified": True,
+                    "reviewerID": user_id,
+                    "asin": meta[item]["asin"],
+                    "reviewTime": datetime.fromtimestamp(t, timezone.utc).strftime("%m %d, %Y"),
+                    "unixReviewTime": t,
+                    "reviewText": f"Good {meta[item]['category'][2].lower()}.",
+                    "summary": "Works as described" if rating >= 4 else "Okay",
+                }
+            )
             t += int(rng.integers(1, 60)) * _DAY
-    log.info("synthetic: %d reviews by %d users of %d items in %d categories",
-             len(reviews), s.n_users, s.n_items, n_cat)
+    log.info(
+        "synthetic: %d reviews by %d users of %d items in %d categories", len(reviews), s.n_users, s.n_items, n_cat
+    )
     return reviews, meta
 
 
@@ -158,7 +235,14 @@ def prepare_synthetic(s: SyntheticSettings) -> tuple[dict[int, dict], dict[str, 
     from genrec.data.sequences import split_frames
 
     reviews, meta = generate_amazon_records(s)
-    amazon = AmazonSettings(reviews="<synthetic>", meta="<synthetic>", user_k=s.user_k, item_k=s.item_k,
-                            start="2000-01", end="2030-01", max_history=s.max_history)
+    amazon = AmazonSettings(
+        reviews="<synthetic>",
+        meta="<synthetic>",
+        user_k=s.user_k,
+        item_k=s.item_k,
+        start="2000-01",
+        end="2030-01",
+        max_history=s.max_history,
+    )
     items, split, stats = preprocess_amazon(reviews, meta, amazon)
     return items, split_frames(split, items), {"generator": s.to_dict(), **stats}
