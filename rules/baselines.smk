@@ -1,8 +1,8 @@
 rule baseline_popularity:
     input:
-        train=DATA + "/train.csv",
-        test=DATA + "/test.csv",
-        item_json=DATA + "/item.json",
+        train="results/{dataset}/data/train.csv",
+        test="results/{dataset}/data/test.csv",
+        item_json="results/{dataset}/data/item.json",
     output:
         results="results/{dataset}/baselines/popularity/eval_results.json",
         metrics="results/{dataset}/baselines/popularity/metrics.json",

@@ -29,7 +29,25 @@ def settings_of(section, wildcard=None):
     return lambda wc: stage_json(config, section, getattr(wc, wildcard))
 
 
-DATA = "results/{dataset}/data"
-SID_DIR = "results/{dataset}/sid/{encoder}/{sid}"
-SFT_DIR = "results/{dataset}/runs/{encoder}-{sid}/sft-{sft}"
-RUN_DIR = SFT_DIR + "/rl-{rl}"
+def get_summary_cells():
+    return [
+        {
+            "dataset": c.dataset,
+            "encoder": c.encoder,
+            "sid": c.sid,
+            "sft": c.sft,
+            "rl": c.rl,
+            "metrics": f"{c.run_dir}/metrics.json",
+            "sid_stats": f"results/{c.dataset}/sid/{c.encoder}/{c.sid}/sid_stats.json",
+            "train_log": f"results/{c.dataset}/runs/{c.encoder}-{c.sid}/sft-{c.sft}/train_log.json",
+        }
+        for c in CELLS
+    ]
+
+
+def get_summary_baselines():
+    return [
+        {"dataset": d, "baseline": b, "metrics": f"results/{d}/baselines/{b}/metrics.json"}
+        for d in DATASETS
+        for b in BASELINES
+    ]

@@ -1,11 +1,11 @@
 rule prepare_data:
     output:
-        train=DATA + "/train.csv",
-        valid=DATA + "/valid.csv",
-        test=DATA + "/test.csv",
-        item_json=DATA + "/item.json",
-        info=DATA + "/info.txt",
-        stats=DATA + "/data_stats.json",
+        train="results/{dataset}/data/train.csv",
+        valid="results/{dataset}/data/valid.csv",
+        test="results/{dataset}/data/test.csv",
+        item_json="results/{dataset}/data/item.json",
+        info="results/{dataset}/data/info.txt",
+        stats="results/{dataset}/data/data_stats.json",
     params:
         settings=settings_of("datasets", "dataset"),
     log:

@@ -1,6 +1,6 @@
 rule embed_items:
     input:
-        item_json=DATA + "/item.json",
+        item_json="results/{dataset}/data/item.json",
     output:
         "results/{dataset}/emb/{dataset}.emb-{encoder}-td.npy",
     params:

@@ -1,11 +1,11 @@
 rule evaluate:
     input:
-        policy=RUN_DIR + "/policy.json",
-        test=DATA + "/test.csv",
-        sids=SID_DIR + "/{dataset}.index.json",
+        policy="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/policy.json",
+        test="results/{dataset}/data/test.csv",
+        sids="results/{dataset}/sid/{encoder}/{sid}/{dataset}.index.json",
     output:
-        results=RUN_DIR + "/eval_results.json",
-        metrics=RUN_DIR + "/metrics.json",
+        results="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/eval_results.json",
+        metrics="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/metrics.json",
     params:
         settings=settings_of("eval"),
     threads: 2

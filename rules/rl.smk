@@ -1,8 +1,8 @@
 rule rl:
     input:
-        checkpoint=SFT_DIR + "/final_checkpoint",
+        checkpoint="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/final_checkpoint",
     output:
-        policy=RUN_DIR + "/policy.json",
+        policy="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/policy.json",
     params:
         settings=settings_of("rl_variants", "rl"),
     threads: 2

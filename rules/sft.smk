@@ -1,12 +1,12 @@
 rule sft:
     input:
-        train=DATA + "/train.csv",
-        valid=DATA + "/valid.csv",
-        item_json=DATA + "/item.json",
-        sids=SID_DIR + "/{dataset}.index.json",
+        train="results/{dataset}/data/train.csv",
+        valid="results/{dataset}/data/valid.csv",
+        item_json="results/{dataset}/data/item.json",
+        sids="results/{dataset}/sid/{encoder}/{sid}/{dataset}.index.json",
     output:
-        checkpoint=directory(SFT_DIR + "/final_checkpoint"),
-        train_log=SFT_DIR + "/train_log.json",
+        checkpoint=directory("results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/final_checkpoint"),
+        train_log="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/train_log.json",
     params:
         settings=settings_of("sft_variants", "sft"),
     threads: 2

@@ -1,14 +1,14 @@
 rule build_sids:
     input:
         emb="results/{dataset}/emb/{dataset}.emb-{encoder}-td.npy",
-        train=DATA + "/train.csv",
-        valid=DATA + "/valid.csv",
-        test=DATA + "/test.csv",
-        item_json=DATA + "/item.json",
+        train="results/{dataset}/data/train.csv",
+        valid="results/{dataset}/data/valid.csv",
+        test="results/{dataset}/data/test.csv",
+        item_json="results/{dataset}/data/item.json",
     output:
-        index=SID_DIR + "/{dataset}.index.json",
-        stats=SID_DIR + "/sid_stats.json",
-        dataset=directory(SID_DIR + "/dataset"),
+        index="results/{dataset}/sid/{encoder}/{sid}/{dataset}.index.json",
+        stats="results/{dataset}/sid/{encoder}/{sid}/sid_stats.json",
+        dataset=directory("results/{dataset}/sid/{encoder}/{sid}/dataset"),
     params:
         settings=settings_of("sid_methods", "sid"),
     threads: 2

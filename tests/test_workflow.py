@@ -109,3 +109,12 @@ def test_unknown_config_key_is_named(tmp_path, tiny_model_dir):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode != 0 and "beams" in proc.stdout + proc.stderr
     shutil.rmtree(tmp_path / ".snakemake", ignore_errors=True)
+
+
+def test_snakemake_lint_is_clean():
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(REPO), "--lint"],
+        capture_output=True,
+        text=True,
+    )
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr, proc.stdout

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 
 from genrec.sids import parse_sid
 
-# Kept short on purpose: every prompt token costs compute in SFT, RL and evaluation.
+# Kept short on purpose: every prompt token costs compute in SFT, RL and evaluation. SIDs are
+# written back to back: each starts with its level-a token, so no separator is needed (", "
+# would cost two tokens per item).
 SYSTEM = "You are a recommender. Answer with one item ID."
-NEXT_ITEM = "The user's items, oldest first: {history}. Which item comes next?"
+NEXT_ITEM = "Items the user chose, oldest first: {history}. Next item?"
 _PLAIN = "### Instruction:\n{system}\n\n### Input:\n{user}\n\n### Response:\n"
 
 
@@ -23,9 +25,9 @@ def next_item_text(history_sids: Sequence[str]) -> str:
     """The user turn of the next-item task.
 
     >>> next_item_text(["<a_1><b_2>", "<a_3><b_4>"])
-    "The user's items, oldest first: <a_1><b_2>, <a_3><b_4>. Which item comes next?"
+    'Items the user chose, oldest first: <a_1><b_2><a_3><b_4>. Next item?'
     """
-    return NEXT_ITEM.format(history=", ".join(history_sids))
+    return NEXT_ITEM.format(history="".join(history_sids))
 
 
 def render_prompt(tokenizer, user_text: str) -> str:

@@ -186,7 +186,6 @@ class SFTSettings(_Settings):
     model: dict[str, str] = field(default_factory=dict)  # resolved ModelSpec (filled by the workflow)
     epochs: float = 1.0
     learning_rate: float = 2e-4
-    new_token_learning_rate: float = 0.0  # separate lr for the added SID rows; 0 = same as learning_rate
     batch_size: int = 16
     grad_accum: int = 1
     warmup_ratio: float = 0.05

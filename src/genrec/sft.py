@@ -45,11 +45,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def add_sid_tokens(model, tokenizer, index: dict[int, list[str]], items: dict[int, dict]) -> int:
+def add_sid_tokens(model, tokenizer, index: dict[int, list[str]], items: dict[int, dict], seed: int = 0) -> int:
     """Add the index's level tokens to the tokenizer and initialise their embedding rows.
 
     Each new row is the mean input embedding of the title tokens of the items whose SID holds
-    that token; an untied output head gets the same rows.
+    that token, plus Gaussian noise with the per-dimension spread of the base vocabulary. The
+    title mean alone would make all rows nearly equal (means of many title tokens converge on
+    the vocabulary mean), and the model could then not tell ``<a_1>`` from ``<a_3>`` in a
+    history; the noise keeps them apart at the scale of ordinary tokens. An untied output head
+    gets the same rows.
 
     Returns:
         The number of tokens added.
@@ -67,19 +71,21 @@ def add_sid_tokens(model, tokenizer, index: dict[int, list[str]], items: dict[in
     for item, toks in index.items():
         for t in toks:
             members[t].append(item)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        base_mean = emb[:old].mean(0)
+        base = emb[:old].float()
+        base_mean, base_std = base.mean(0), base.std(0)
         title_mean = {}
         for item, meta in items.items():
             ids = tokenizer(meta["title"], add_special_tokens=False)["input_ids"][:32]
-            title_mean[item] = emb[ids].mean(0) if ids else base_mean
-        for t in tokens:
-            row = torch.stack([title_mean[i] for i in members[t]]).mean(0)
-            emb[tokenizer.convert_tokens_to_ids(t)] = row
+            title_mean[item] = emb[ids].float().mean(0) if ids else base_mean
+        ids = tokenizer.convert_tokens_to_ids(tokens)
+        rows = torch.stack([torch.stack([title_mean[i] for i in members[t]]).mean(0) for t in tokens])
+        rows += torch.randn(rows.shape, generator=generator) * base_std
+        emb[ids] = rows.to(emb.dtype)
         out = model.get_output_embeddings()
         if out is not None and out.weight.data_ptr() != emb.data_ptr():
-            for t in tokens:
-                out.weight[tokenizer.convert_tokens_to_ids(t)] = emb[tokenizer.convert_tokens_to_ids(t)]
+            out.weight[ids] = rows.to(out.weight.dtype)
     return added
 
 
@@ -193,7 +199,7 @@ def run_sft(
     sids = sid_strings(index)
     tokenizer = load_tokenizer(settings.model)
     model = load_causal_lm(settings.model)
-    added = add_sid_tokens(model, tokenizer, index, items)
+    added = add_sid_tokens(model, tokenizer, index, items, settings.seed)
     log.info("added %d SID tokens; vocabulary now %d", added, len(tokenizer))
     train = build_examples(
         train_csv, tokenizer, sids, len(items), settings.max_length, settings.max_train_samples, settings.seed
