@@ -98,8 +98,11 @@ def evaluate(
             model, [prompts[i] for i in chunk], trie, settings.num_beams, tokenizer.pad_token_id
         )
         for r, i in enumerate(chunk):
-            keep = items[r] >= 0
-            ranked[i] = (items[r][keep].tolist(), scores[r][keep].tolist())
+            keep = items[r, : settings.list_length] >= 0
+            ranked[i] = (
+                items[r, : settings.list_length][keep].tolist(),
+                scores[r, : settings.list_length][keep].tolist(),
+            )
     elapsed = time.perf_counter() - start
     rows, targets = [], []
     for i, (user, target) in enumerate(zip(df["user_id"], df["item_id"])):

@@ -215,12 +215,19 @@ class RLSettings(_Settings):
 # ----------------------------------------------------------------------------- evaluation
 @dataclass(frozen=True)
 class EvalSettings(_Settings):
-    num_beams: int = 20  # beams of the constrained search; also the length of each ranked list
+    num_beams: int = 20  # beams of the constrained search: more beams, closer to the exact ranking, slower
+    top_k: int = 0  # length of each saved ranked list (metrics use K <= top_k); 0 = num_beams
     batch_size: int = 8  # users per decoding batch
     max_users: int = 0  # 0 = the whole test split; else the first N rows (quick looks only)
 
     def __post_init__(self) -> None:
         _check(self.num_beams >= 1, "eval.num_beams must be >= 1")
+        _check(0 <= self.top_k <= self.num_beams, "eval.top_k must be between 1 and num_beams (0 = num_beams)")
+        _check(self.batch_size >= 1 and self.max_users >= 0, "eval.batch_size must be >= 1 and max_users >= 0")
+
+    @property
+    def list_length(self) -> int:
+        return self.top_k or self.num_beams
 
 
 @dataclass(frozen=True)
