@@ -9,6 +9,7 @@ rule build_sids:
         index="results/{dataset}/sid/{encoder}/{sid}/{dataset}.index.json",
         stats="results/{dataset}/sid/{encoder}/{sid}/sid_stats.json",
         dataset=directory("results/{dataset}/sid/{encoder}/{sid}/dataset"),
+        plot="results/{dataset}/sid/{encoder}/{sid}/sid_plots.png",
     params:
         settings=settings_of("sid_methods", "sid"),
     threads: 2

@@ -12,7 +12,8 @@ def _clustered(n=200, d=16, seed=0, duplicates=10):
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(5, d)) * 4
     x = centers[rng.integers(0, 5, n)] + rng.normal(size=(n, d)) * 0.3
-    x[-duplicates:] = x[0]  # identical embeddings must still get distinct SIDs
+    if duplicates:
+        x[-duplicates:] = x[0]  # identical embeddings must still get distinct SIDs
     return x
 
 
@@ -102,3 +103,71 @@ def test_build_sids_writes_everything(tmp_path, synthetic_data_dir):
     assert all(sid == format_sid(index[i]) for sid, i in zip(test["item_sid"], test["item_id"]))
     info = (out / "dataset" / "info.txt").read_text().splitlines()
     assert info[0].split("\t") == [format_sid(index[0]), items[0]["title"], "0"]
+
+
+def test_balanced_codes_stay_within_bound():
+    import math
+
+    x = _clustered(n=203, duplicates=0)
+    s = SIDSettings(method="rkmeans_balanced", codebook_size=8, n_init=1, kmeans_iters=20)
+    codes, _ = residual_kmeans(x - x.mean(0), s, balanced=True)
+    bound = math.ceil(len(x) / 8)
+    for lv in range(3):
+        counts = np.bincount(codes[:, lv], minlength=8)
+        assert counts.max() <= bound and (counts > 0).all()
+    plain, _ = residual_kmeans(x - x.mean(0), SIDSettings(codebook_size=8, n_init=1, kmeans_iters=20))
+    assert np.bincount(plain[:, 0]).max() > bound  # clustered data: unbalanced k-means is uneven
+
+
+def test_capacitated_assign_exact_case():
+    from genrec.sid import capacitated_assign
+
+    dist = np.array([[0.0, 5.0], [0.1, 5.0], [0.2, 0.3]])
+    assert capacitated_assign(dist, cap=2).tolist() == [0, 0, 1]
+    with pytest.raises(ValueError, match="cannot hold"):
+        capacitated_assign(dist, cap=1)
+
+
+def test_dedup_level_only_when_needed():
+    from genrec.sid import add_dedup_level
+
+    codes = np.array([[0, 1], [0, 1], [2, 3], [0, 1]])
+    out, extra = add_dedup_level(codes)
+    assert extra == 3 and out[:, 2].tolist() == [0, 1, 0, 2]
+    same, none = add_dedup_level(np.array([[0, 1], [1, 1]]))
+    assert none == 0 and same.shape == (2, 2)
+
+
+def test_quality_stats_on_a_hand_made_case():
+    from genrec.sid import sid_stats
+
+    before = np.array([[0, 0], [0, 0], [1, 0], [1, 1]])
+    after = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    emb = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    st = sid_stats(before, after, emb, n_moved=1, recon_error=0.5)
+    assert st["collision_rate_before"] == 0.25 and st["collision_rate_after"] == 0.0
+    assert st["levels"][0] == {"codes_used": 2, "max_code": 1, "entropy_bits": 1.0, "max_items_per_code": 2}
+    assert st["items_per_prefix"][0] == {"depth": 1, "prefixes": 2, "max_items": 2, "mean_items": 2.0}
+    coh = st["semantic_coherence"]
+    assert coh["same_code_cosine"] > 0.95 > coh["random_cosine"]
+
+
+@pytest.mark.parametrize("method", ["rkmeans", "rkmeans_balanced"])
+@pytest.mark.parametrize("dedup", ["move", "level"])
+def test_methods_give_unique_fixed_length_sids(tmp_path, synthetic_data_dir, method, dedup):
+    from genrec.data.format import read_items
+
+    n = len(read_items(synthetic_data_dir / "item.json"))
+    emb = tmp_path / "e.npy"
+    np.save(emb, _clustered(n=n, duplicates=5).astype(np.float32))
+    out = tmp_path / "sid"
+    s = SIDSettings(method=method, codebook_size=4, n_init=1, dedup=dedup)
+    build_sids(s, emb, synthetic_data_dir, out / "i.json", out / "s.json", out / "d", out / "p.png")
+    index = load_index(out / "i.json", n_items=n)
+    assert len({len(v) for v in index.values()}) == 1
+    stats = json.loads((out / "s.json").read_text())
+    assert stats["collision_rate_after"] == 0.0 and stats["collision_rate_before"] > 0
+    assert stats["sid_length"] == (3 if dedup == "move" else 4)
+    assert (out / "p.png").stat().st_size > 1000
+    build_sids(s, emb, synthetic_data_dir, out / "i2.json", out / "s2.json", out / "d2")
+    assert (out / "i2.json").read_text() == (out / "i.json").read_text()  # deterministic

@@ -10,4 +10,5 @@ build_sids(
     index_json=snakemake.output.index,
     stats_json=snakemake.output.stats,
     dataset_dir=snakemake.output.dataset,
+    plot_png=snakemake.output.plot,
 )

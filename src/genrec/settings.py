@@ -48,6 +48,8 @@ def _has_type(value: Any, annotation: str) -> bool:
         return isinstance(value, str)
     if annotation.startswith("dict"):
         return isinstance(value, dict)
+    if annotation.startswith("tuple"):
+        return isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     return True
 
 
@@ -164,19 +166,42 @@ class EmbedSettings(_Settings):
 
 
 # ----------------------------------------------------------------------------- SIDs
+SID_METHODS = ("rkmeans", "rkmeans_balanced", "rqvae", "import")
+
+
 @dataclass(frozen=True)
 class SIDSettings(_Settings):
-    method: str = "rkmeans"  # residual k-means
+    """How item embeddings become semantic IDs (see ``genrec.sid``)."""
+
+    method: str = "rkmeans"  # rkmeans | rkmeans_balanced | rqvae | import
     levels: int = 3
     codebook_size: int = 256
     kmeans_iters: int = 100
     n_init: int = 3
+    balance_iters: int = 20  # rkmeans_balanced: capacity-constrained k-means iterations per level
+    dedup: str = "move"  # move: colliding items take the nearest free code; level: add a <d_r> level when needed
+    # rqvae (defaults suit 384-d sentence embeddings; MiniOneRec's 2560-d shape is
+    # [2048, 1024, 512, 256, 128, 64] with e_dim 32)
+    layers: tuple[int, ...] | list[int] = (512, 256, 128)
+    e_dim: int = 32
+    epochs: int = 300
+    batch_size: int = 1024
+    learning_rate: float = 1e-3
+    beta: float = 0.25  # commitment weight
+    dead_code_every: int = 20  # epochs between dead-code restarts; 0 = off
+    path: str = ""  # import: an index.json; empty = the dataset's own source.index.json
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.method == "rkmeans", f"sid_methods.*.method: only 'rkmeans' exists so far, got {self.method!r}")
+        _check(self.method in SID_METHODS, f"sid_methods.*.method must be one of {SID_METHODS}, got {self.method!r}")
         _check(1 <= self.levels <= 8, "sid_methods.*.levels must be in 1..8")
         _check(self.codebook_size >= 2, "sid_methods.*.codebook_size must be >= 2")
+        _check(self.dedup in ("move", "level"), "sid_methods.*.dedup must be 'move' or 'level'")
+        _check(
+            self.epochs >= 1 and self.batch_size >= 1 and self.e_dim >= 1,
+            "sid_methods.*: epochs, batch_size, e_dim >= 1",
+        )
+        object.__setattr__(self, "layers", tuple(self.layers))
 
 
 # ----------------------------------------------------------------------------- SFT

@@ -51,7 +51,9 @@ def codes_to_index(codes: Sequence[Sequence[int]]) -> dict[int, list[str]]:
     return {i: [sid_token(level, int(c)) for level, c in enumerate(row)] for i, row in enumerate(codes)}
 
 
-def check_index(index: Mapping[int, Sequence[str]], n_items: int | None = None, where: str = "index") -> None:
+def check_index(
+    index: Mapping[int, Sequence[str]], n_items: int | None = None, where: str = "index", allow_collisions: bool = False
+) -> None:
     """Check that an index is well formed and every SID is unique.
 
     Raises:
@@ -68,13 +70,15 @@ def check_index(index: Mapping[int, Sequence[str]], n_items: int | None = None, 
         if not tokens or any(not TOKEN.fullmatch(t) for t in tokens):
             raise ValueError(f"{where}: item {i} has malformed SID tokens {tokens}")
         sid = format_sid(tokens)
-        if sid in seen:
+        if sid in seen and not allow_collisions:
             raise ValueError(f"{where}: items {seen[sid]} and {i} share the SID {sid}; SIDs must be unique")
         seen[sid] = i
 
 
-def load_index(path: str | os.PathLike[str], n_items: int | None = None) -> dict[int, list[str]]:
-    """Load and check an ``index.json``.
+def load_index(
+    path: str | os.PathLike[str], n_items: int | None = None, allow_collisions: bool = False
+) -> dict[int, list[str]]:
+    """Load and check an ``index.json`` (``allow_collisions`` only for importing published indices).
 
     Raises:
         FileNotFoundError, ValueError: missing file, bad JSON or a malformed/colliding index.
@@ -86,7 +90,7 @@ def load_index(path: str | os.PathLike[str], n_items: int | None = None) -> dict
         index = {int(k): list(v) for k, v in raw.items()}
     except (ValueError, TypeError) as err:
         raise ValueError(f"SID index {path}: keys must be item ids and values token lists: {err}") from err
-    check_index(index, n_items, where=f"SID index {path}")
+    check_index(index, n_items, where=f"SID index {path}", allow_collisions=allow_collisions)
     return dict(sorted(index.items()))
 
 
