@@ -1,9 +1,10 @@
-"""Wall time and result of the README's default job, and its gain over popularity with 95% CIs.
+"""Wall time and result of a whole workflow run, and each LLM cell's gain over popularity with 95% CIs.
 
-    .venv/bin/python bench/default_job.py            # runs in a fresh directory under /tmp
-    .venv/bin/python bench/default_job.py --workdir .  # reuses ./results (then it only reports)
+    .venv/bin/python bench/default_job.py            # the README's default job, in a new directory under /tmp
+    .venv/bin/python bench/default_job.py --workdir .  # the same in ./ (reuses what ./results already has)
+    .venv/bin/python bench/default_job.py --config config/sid_compare.yaml --name sid_compare
 
-Writes bench/results/default_job.json.
+Writes bench/results/NAME.json (default_job.json by default).
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default=None, help="working directory (default: a new temporary one)")
     ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--config", default="config.yaml", help="config file, relative to the repository")
+    ap.add_argument("--name", default="default_job", help="result name: bench/results/NAME.json")
     args = ap.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genrec-default-"))
-    (workdir / "config.yaml").exists() or (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    if not (workdir / "config.yaml").exists():
+        (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    config = str((REPO / args.config).resolve())
     cmd = [
         sys.executable,
         "-m",
@@ -42,6 +47,8 @@ def main() -> None:
         str(workdir),
         "--cores",
         str(args.cores),
+        "--configfile",
+        config,
         "results/summary.csv",
     ]
     start = time.perf_counter()
@@ -54,7 +61,7 @@ def main() -> None:
         "cores": args.cores,
         "device": "cpu",
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-        "config": "config.yaml",
+        "config": args.config,
         "cells": [],
     }
     for _, row in summary[summary["kind"] == "llm"].iterrows():
@@ -80,7 +87,7 @@ def main() -> None:
             cell[f"popularity_{metric}"] = sum(b) / len(b)
             cell[f"gain_{metric}"] = paired_bootstrap(a, b)
         out["cells"].append(cell)
-    dest = REPO / "bench" / "results" / "default_job.json"
+    dest = REPO / "bench" / "results" / f"{args.name}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
