@@ -47,9 +47,9 @@ def main() -> None:
         str(workdir),
         "--cores",
         str(args.cores),
+        "results/summary.csv",
         "--configfile",
         config,
-        "results/summary.csv",
     ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
