@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "office_products"))
     ap.add_argument("--codebook-size", type=int, default=256)
     ap.add_argument("--rqvae-epochs", type=int, default=300)
+    ap.add_argument("--methods", default="", help="comma-separated subset of the methods (default: all)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sid-quality-"))
     prepare_data(ImportSettings(path=args.data), work / "data")
