@@ -46,6 +46,8 @@ def main() -> None:
         "rkmeans_dedup_level": SIDSettings(method="rkmeans", codebook_size=k, dedup="level"),
         "minionerec_shipped": SIDSettings(method="import"),
     }
+    if args.methods:
+        methods = {m: methods[m] for m in args.methods.split(",")}
     out = {
         "benchmark": "sid_quality",
         "data": args.data,
