@@ -30,7 +30,6 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "office_products"))
     ap.add_argument("--codebook-size", type=int, default=256)
-    ap.add_argument("--rqvae-epochs", type=int, default=300)
     ap.add_argument("--methods", default="", help="comma-separated subset of the methods (default: all)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sid-quality-"))
@@ -42,7 +41,6 @@ def main() -> None:
     methods = {
         "rkmeans": SIDSettings(method="rkmeans", codebook_size=k),
         "rkmeans_balanced": SIDSettings(method="rkmeans_balanced", codebook_size=k),
-        "rqvae": SIDSettings(method="rqvae", codebook_size=k, epochs=args.rqvae_epochs),
         "rkmeans_dedup_level": SIDSettings(method="rkmeans", codebook_size=k, dedup="level"),
         "minionerec_shipped": SIDSettings(method="import"),
     }
