@@ -41,6 +41,7 @@ def main() -> None:
     methods = {
         "rkmeans": SIDSettings(method="rkmeans", codebook_size=k),
         "rkmeans_balanced": SIDSettings(method="rkmeans_balanced", codebook_size=k),
+        "rqvae": SIDSettings(method="rqvae", codebook_size=k),
         "rkmeans_dedup_level": SIDSettings(method="rkmeans", codebook_size=k, dedup="level"),
         "minionerec_shipped": SIDSettings(method="import"),
     }

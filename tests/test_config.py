@@ -32,7 +32,6 @@ def test_shipped_configs_validate(path):
         (lambda c: c["eval"].update(num_beams=0), "eval.num_beams"),
         (lambda c: c["eval"].update(num_beams=5, top_k=10), "eval.top_k"),
         (lambda c: c["sid_methods"]["rkmeans"].update(method="magic"), "sid_methods.rkmeans.method"),
-        (lambda c: c["sid_methods"]["rkmeans"].update(method="rqvae"), "rqvae is not available yet"),
         (lambda c: c["experiments"][0].update(sft_variants=["nope"]), r"experiments.0.sft_variants: \['nope'\]"),
         (lambda c: c["sft_variants"]["full"].update(model="gpt-9"), "unknown model 'gpt-9'"),
         (lambda c: c["datasets"]["synthetic"].update(n_users="many"), "datasets.synthetic"),

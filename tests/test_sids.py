@@ -171,3 +171,19 @@ def test_methods_give_unique_fixed_length_sids(tmp_path, synthetic_data_dir, met
     assert (out / "p.png").stat().st_size > 1000
     build_sids(s, emb, synthetic_data_dir, out / "i2.json", out / "s2.json", out / "d2")
     assert (out / "i2.json").read_text() == (out / "i.json").read_text()  # deterministic
+
+
+def test_rqvae_method_end_to_end(tmp_path, synthetic_data_dir):
+    from genrec.data.format import read_items
+
+    n = len(read_items(synthetic_data_dir / "item.json"))
+    emb = tmp_path / "e.npy"
+    np.save(emb, _clustered(n=n, duplicates=3).astype(np.float32))
+    out = tmp_path / "sid"
+    s = SIDSettings(method="rqvae", codebook_size=4, layers=[16], e_dim=8, epochs=20, batch_size=32)
+    build_sids(s, emb, synthetic_data_dir, out / "i.json", out / "s.json", out / "d", out / "p.png")
+    index = load_index(out / "i.json", n_items=n)
+    assert {len(v) for v in index.values()} == {3}
+    stats = json.loads((out / "s.json").read_text())
+    assert stats["collision_rate_after"] == 0.0 and 0 < stats["reconstruction_error"] < 1.5
+    assert len(stats["training_curve"]) == 20 and (out / "p.png").stat().st_size > 1000

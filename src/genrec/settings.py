@@ -194,7 +194,6 @@ class SIDSettings(_Settings):
 
     def __post_init__(self) -> None:
         _check(self.method in SID_METHODS, f"sid_methods.*.method must be one of {SID_METHODS}, got {self.method!r}")
-        _check(self.method != "rqvae", "sid_methods.*.method: rqvae is not available yet (issue 4); use rkmeans")
         _check(1 <= self.levels <= 8, "sid_methods.*.levels must be in 1..8")
         _check(self.codebook_size >= 2, "sid_methods.*.codebook_size must be >= 2")
         _check(self.dedup in ("move", "level"), "sid_methods.*.dedup must be 'move' or 'level'")
