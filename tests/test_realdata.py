@@ -87,3 +87,16 @@ def test_office_evaluation_is_always_valid(office_cell, tiny_model_dir):
     valid = {"".join(v) for v in index.values()}
     assert len(rows) == 48 and all(len(r["predict"]) == 10 and set(r["predict"]) <= valid for r in rows)
     assert metrics["invalid_rate"] == 0.0 and metrics["n"] == 48
+
+
+def test_minionerec_shipped_index_imported_as_a_method(office_cell):
+    root, data, _ = office_cell
+    out = root / "imported"
+    build_sids(
+        SIDSettings(method="import"), root / "emb.npy", data, out / "office.index.json", out / "s.json", out / "dataset"
+    )
+    index = load_index(out / "office.index.json", n_items=3459)
+    stats = json.loads((out / "s.json").read_text())
+    # MiniOneRec's shipped SIDs: 15 collision groups (30 items), separated by a 4th <d_r> level
+    assert stats["collision_rate_before"] == pytest.approx(15 / 3459) and stats["collision_rate_after"] == 0
+    assert {len(v) for v in index.values()} == {4} and stats["levels"][0]["codes_used"] == 88

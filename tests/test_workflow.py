@@ -65,6 +65,8 @@ def test_tiny_matrix_outputs(tiny_run):
     assert sorted(summary["sft"].fillna("")) == ["", "full", "short"]
     llm = summary[summary["kind"] == "llm"]
     assert (llm["invalid_rate"] == 0).all() and llm[["HR@1", "HR@5", "NDCG@5", "MRR"]].notna().all().all()
+    assert (llm["sid_collision_rate_after"] == 0).all() and (llm["sid_length"] == 3).all()
+    assert llm[["sid_level_a_entropy_bits", "sid_reconstruction_error", "sid_coherence_same_code"]].notna().all().all()
     for sft in ("full", "short"):
         run = res / "synthetic" / "runs" / "tinylm-rkmeans" / f"sft-{sft}"
         assert (run / "final_checkpoint" / "config.json").is_file()

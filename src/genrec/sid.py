@@ -368,7 +368,9 @@ def quantize(x: np.ndarray, s: SIDSettings) -> tuple[np.ndarray, np.ndarray, lis
             seed=s.seed,
         )
         xt = torch.as_tensor(x, dtype=torch.float32)
-        model, curves = train_rqvae(x.astype(np.float32), cfg)
+        from genrec.models import pick_device
+
+        model, curves = train_rqvae(x.astype(np.float32), cfg, device=pick_device())  # CUDA when available
         with torch.no_grad():
             z = model.encode(xt).numpy().astype(np.float64)
             x_hat, _, codes = model(xt)
