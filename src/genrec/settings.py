@@ -180,9 +180,10 @@ class SIDSettings(_Settings):
     n_init: int = 3
     balance_iters: int = 20  # rkmeans_balanced: capacity-constrained k-means iterations per level
     dedup: str = "move"  # move: colliding items take the nearest free code; level: add a <d_r> level when needed
-    # rqvae (defaults suit 384-d sentence embeddings; MiniOneRec's 2560-d shape is
-    # [2048, 1024, 512, 256, 128, 64] with e_dim 32)
-    layers: tuple[int, ...] | list[int] = (512, 256, 128)
+    # rqvae encoder hidden sizes; empty = by input size: MiniOneRec's shape [2048, 1024, 512, 256,
+    # 128, 64] for inputs of 2048-d or more (its 2560-d Qwen embeddings), [512, 256, 128] below
+    # (384-d sentence embeddings)
+    layers: tuple[int, ...] | list[int] = ()
     e_dim: int = 32
     epochs: int = 300
     batch_size: int = 1024

@@ -334,6 +334,15 @@ def plot_code_usage(codes: np.ndarray, path: str | os.PathLike[str], curves: lis
     plt.close(fig)
 
 
+def rqvae_layers(d_in: int) -> tuple[int, ...]:
+    """Default RQ-VAE encoder sizes: MiniOneRec's for LLM-sized inputs, a smaller stack otherwise.
+
+    >>> rqvae_layers(2560), rqvae_layers(384)
+    ((2048, 1024, 512, 256, 128, 64), (512, 256, 128))
+    """
+    return (2048, 1024, 512, 256, 128, 64) if d_in >= 2048 else (512, 256, 128)
+
+
 def quantize(x: np.ndarray, s: SIDSettings) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], float, list[dict]]:
     """Codes of the embeddings by the configured method.
 
@@ -355,7 +364,7 @@ def quantize(x: np.ndarray, s: SIDSettings) -> tuple[np.ndarray, np.ndarray, lis
 
         cfg = RQVAEConfig(
             d_in=x.shape[1],
-            layers=tuple(s.layers),
+            layers=tuple(s.layers) or rqvae_layers(x.shape[1]),
             e_dim=s.e_dim,
             levels=s.levels,
             codebook_size=s.codebook_size,
