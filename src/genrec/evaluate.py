@@ -19,10 +19,9 @@ from genrec.decoding import SIDTrie, constrained_beam_search
 from genrec.io import read_json, write_json
 from genrec.logs import log_settings
 from genrec.metrics import ranking_metrics
-from genrec.models import load_checkpoint, pick_device
+from genrec.models import load_checkpoint, peak_memory_gb, pick_device
 from genrec.prompts import next_item_text, prompt_ids
 from genrec.settings import EvalSettings
-from genrec.sft import peak_memory_gb
 from genrec.sids import load_index, sid_strings
 
 log = logging.getLogger(__name__)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,10 @@ def load_checkpoint(path: str | os.PathLike[str], dtype: torch.dtype = torch.flo
 def pick_device() -> torch.device:
     """CUDA when available, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def peak_memory_gb() -> float:
+    """Peak GPU memory if CUDA is in use, else this process's peak RSS, in GB."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB

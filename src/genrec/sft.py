@@ -17,7 +17,6 @@ import logging
 import math
 import os
 import random
-import resource
 import shutil
 import tempfile
 import time
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from genrec.data.format import read_items, read_split
 from genrec.io import atomic_path, write_json
 from genrec.logs import log_settings
-from genrec.models import load_causal_lm, load_tokenizer
+from genrec.models import load_causal_lm, load_tokenizer, peak_memory_gb
 from genrec.prompts import training_example
 from genrec.settings import SFTSettings
 from genrec.sids import load_index, sid_strings, vocabulary
@@ -158,13 +157,6 @@ def build_examples(
         training_example(tokenizer, [sids[i] for i in h], sids[t], max_length)
         for h, t in tqdm(rows, desc=f"tokenise {os.path.basename(csv)}", unit="row")
     ]
-
-
-def peak_memory_gb() -> float:
-    """Peak GPU memory if CUDA is in use, else this process's peak RSS, in GB."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
 
 
 def run_sft(

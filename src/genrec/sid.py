@@ -31,7 +31,7 @@ from genrec.data.format import SPLITS, Sample, read_items, read_split, samples_t
 from genrec.io import atomic_path, write_json
 from genrec.logs import log_settings
 from genrec.settings import SIDSettings
-from genrec.sids import TOKEN, check_index, codes_to_index, load_index, sid_strings
+from genrec.sids import check_index, codes_to_index, load_index, sid_strings, token_code
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,7 @@ def index_to_codes(index: dict[int, list[str]]) -> np.ndarray:
     lengths = {len(v) for v in index.values()}
     if len(lengths) != 1:
         raise ValueError(f"imported index has SIDs of lengths {sorted(lengths)}; one length is needed")
-    return np.array([[int(TOKEN.fullmatch(t).group(2)) for t in index[i]] for i in sorted(index)], dtype=np.int64)
+    return np.array([[token_code(t) for t in index[i]] for i in sorted(index)], dtype=np.int64)
 
 
 def semantic_coherence(emb: np.ndarray, first: np.ndarray, pairs: int = 20000, seed: int = 0) -> dict[str, float]:

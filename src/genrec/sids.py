@@ -25,6 +25,18 @@ def sid_token(level: int, code: int) -> str:
     return f"<{chr(ord('a') + level)}_{code}>"
 
 
+def token_code(token: str) -> int:
+    """The integer code of a level token.
+
+    >>> token_code("<b_159>")
+    159
+    """
+    m = TOKEN.fullmatch(token)
+    if m is None:
+        raise ValueError(f"not a SID level token: {token!r}")
+    return int(m.group(2))
+
+
 def format_sid(tokens: Sequence[str]) -> str:
     """Concatenate level tokens into the SID string."""
     return "".join(tokens)
@@ -102,4 +114,4 @@ def sid_strings(index: Mapping[int, Sequence[str]]) -> dict[int, str]:
 def vocabulary(index: Mapping[int, Sequence[str]]) -> list[str]:
     """All distinct tokens of an index, ordered by level, then code."""
     tokens = {t for toks in index.values() for t in toks}
-    return sorted(tokens, key=lambda t: (t[1], int(TOKEN.fullmatch(t).group(2))))  # type: ignore[union-attr]
+    return sorted(tokens, key=lambda t: (t[1], token_code(t)))
