@@ -81,12 +81,34 @@ def main() -> None:
             "cell": f"{row['dataset']}/{row['encoder']}-{row['sid']}/sft-{row['sft']}/rl-{row['rl']}",
             "n": len(llm_ranks),
         }
+        train = json.loads((run.parent / "train_log.json").read_text())
+        cell["sft"] = {
+            k: train.get(k)
+            for k in (
+                "mode",
+                "train_time_s",
+                "peak_memory_gb",
+                "trainable_params",
+                "total_params",
+                "tokens_per_s",
+                "samples_per_s",
+                "steps",
+                "stopped_early",
+                "valid_loss",
+                "task_samples",
+            )
+        }
+        cell["eval_users_per_s"] = json.loads((run / "metrics.json").read_text()).get("users_per_s")
         for metric in ("HR@10", "NDCG@10", "HR@20", "MRR"):
             a, b = per_row(llm_ranks, metric), per_row(pop_ranks, metric)
             cell[metric] = sum(a) / len(a)
             cell[f"popularity_{metric}"] = sum(b) / len(b)
             cell[f"gain_{metric}"] = paired_bootstrap(a, b)
         out["cells"].append(cell)
+    full = [c for c in out["cells"] if c["sft"]["mode"] == "full"]
+    if full and len(out["cells"]) > 1:  # training speed of each mode relative to full fine-tuning
+        for c in out["cells"]:
+            c["speedup_sft_train_vs_full"] = full[0]["sft"]["train_time_s"] / c["sft"]["train_time_s"]
     dest = REPO / "bench" / "results" / f"{args.name}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2) + "\n")

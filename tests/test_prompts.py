@@ -41,3 +41,60 @@ def test_long_history_drops_oldest_items_first(tok):
     full = prompt_ids(tok, hist)
     cut = prompt_ids(tok, hist, max_length=len(full) - 3)
     assert len(cut) == len(full) - 3 and cut == prompt_ids(tok, hist[1:])
+
+
+SAMPLES = {  # one hand-made sample per task: (task_example kwargs, the answer's text)
+    "next_sid": ({"history": ["<a_1><b_2><c_3>", "<a_0><b_1><c_1>"], "target_sid": "<a_2><b_3><c_0>"}, None),
+    "title_history": ({"history": ["Blue gel pen", "Red ink refill"], "target_sid": "<a_2><b_3><c_0>"}, None),
+    "title2sid": ({"title": "Stapler, heavy duty", "target_sid": "<a_3><b_0><c_2>"}, None),
+    "sid2title": ({"sid": "<a_3><b_0><c_2>", "target_title": "Stapler, heavy duty"}, "Stapler, heavy duty"),
+    "desc2sid": ({"description": "Staples 20 sheets at once.", "target_sid": "<a_3><b_0><c_2>"}, None),
+}
+
+
+def test_every_task_has_a_sample_here():
+    from genrec.prompts import TASKS
+    from genrec.settings import SFT_TASKS
+
+    assert set(SAMPLES) == set(TASKS) == set(SFT_TASKS)
+
+
+@pytest.mark.parametrize("task", sorted(SAMPLES))
+def test_no_task_prompt_contains_its_answer(tok, task):
+    from genrec.prompts import task_example
+
+    kw, answer = SAMPLES[task]
+    ex = task_example(tok, task, 256, **kw)
+    n_prompt = ex["labels"].count(-100)
+    prompt = tok.decode(ex["input_ids"][:n_prompt])
+    response = tok.decode(ex["input_ids"][n_prompt:-1])
+    answer = answer or kw["target_sid"]
+    assert response.replace(" ", "") == answer.replace(" ", "")  # the response is the answer ...
+    assert answer not in prompt  # ... and the prompt never holds it (MiniOneRec's RL title prompts did)
+
+
+@pytest.mark.parametrize("task", sorted(SAMPLES))
+def test_task_prompts_are_shared_by_every_stage(tok, task):
+    """SFT examples start with exactly the prompt RL and evaluation build for the same input."""
+    from genrec.prompts import task_example, task_prompt_ids
+
+    kw, _ = SAMPLES[task]
+    inputs = {k: v for k, v in kw.items() if not k.startswith("target_")}
+    ex = task_example(tok, task, 256, **kw)
+    prompt = task_prompt_ids(tok, task, **inputs)
+    assert ex["input_ids"][: len(prompt)] == prompt and ex["labels"].count(-100) == len(prompt)
+
+
+def test_evaluation_builds_prompts_with_this_module():
+    import genrec.evaluate
+    import genrec.prompts
+
+    assert genrec.evaluate.prompt_ids is genrec.prompts.prompt_ids
+
+
+def test_long_item_text_is_shortened_to_fit(tok):
+    from genrec.prompts import task_example
+
+    desc = " ".join(f"word{i}" for i in range(200))
+    ex = task_example(tok, "desc2sid", 80, description=desc, target_sid="<a_1><b_2><c_3>")
+    assert len(ex["input_ids"]) <= 80 and ex["input_ids"][-4:-1] == sid_ids(tok, "<a_1><b_2><c_3>")

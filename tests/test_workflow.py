@@ -69,7 +69,8 @@ def test_tiny_matrix_outputs(tiny_run):
     assert llm[["sid_level_a_entropy_bits", "sid_reconstruction_error", "sid_coherence_same_code"]].notna().all().all()
     for sft in ("full", "short"):
         run = res / "synthetic" / "runs" / "tinylm-rkmeans" / f"sft-{sft}"
-        assert (run / "final_checkpoint" / "config.json").is_file()
+        saved = "config.json" if sft == "full" else "adapter_config.json"  # short is a LoRA variant
+        assert (run / "final_checkpoint" / saved).is_file() and (run / "train_loss.png").stat().st_size > 0
         rows = json.loads((run / "rl-none" / "eval_results.json").read_text())
         test = pd.read_csv(data / "test.csv")
         assert len(rows) == len(test)

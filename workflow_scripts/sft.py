@@ -1,15 +1,17 @@
 from genrec.logs import log_to_file
 from genrec.settings import SFTSettings
-from genrec.sft import run_sft
+from genrec.sft import run_sft_job
 
 log_to_file(snakemake.log[0])
-run_sft(
+run_sft_job(
     SFTSettings.from_json(snakemake.params.settings),
+    gpus=int(snakemake.resources.get("gpu", 1)),
     train_csv=snakemake.input.train,
     valid_csv=snakemake.input.valid,
     item_json=snakemake.input.item_json,
     sid_index=snakemake.input.sids,
     out_dir=snakemake.output.checkpoint,
     log_json=snakemake.output.train_log,
+    loss_png=snakemake.output.loss_plot,
     threads=snakemake.threads,
 )

@@ -14,8 +14,9 @@ _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def log_to_file(path: str | os.PathLike[str] | None, level: int = logging.INFO) -> None:
     """Send logging, warnings and uncaught exceptions of this process to ``path``.
 
-    Progress bars (tqdm) write to stderr, so stderr is redirected to the same file: a rule's
-    log then shows the resolved settings, progress and any traceback in order.
+    Progress bars (tqdm) write to stderr and some libraries print progress to stdout (the
+    Trainer's loss lines), so both are redirected to the same file: a rule's log then shows the
+    resolved settings, progress and any traceback in order.
 
     Args:
         path: the rule's log file; ``None`` logs to stderr only (interactive use).
@@ -27,7 +28,7 @@ def log_to_file(path: str | os.PathLike[str] | None, level: int = logging.INFO) 
     else:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         stream = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives for the process
-        sys.stderr = stream
+        sys.stderr = sys.stdout = stream
         handlers = [logging.StreamHandler(stream)]
     logging.basicConfig(level=level, format=_FORMAT, handlers=handlers, force=True)
     logging.captureWarnings(True)

@@ -12,6 +12,7 @@ import os
 
 from genrec.io import write_json
 from genrec.logs import log_settings
+from genrec.models import is_checkpoint
 from genrec.settings import RLSettings
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,7 @@ def run_rl(settings: RLSettings, sft_checkpoint: str, policy_json: str) -> None:
         FileNotFoundError: the SFT checkpoint does not exist.
     """
     log_settings(log, "rl", settings)
-    if not os.path.isfile(os.path.join(sft_checkpoint, "config.json")):
+    if not is_checkpoint(sft_checkpoint):
         raise FileNotFoundError(f"SFT checkpoint not found: {sft_checkpoint}")
     write_json(
         policy_json,

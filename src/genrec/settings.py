@@ -206,27 +206,85 @@ class SIDSettings(_Settings):
 
 
 # ----------------------------------------------------------------------------- SFT
+SFT_MODES = ("full", "frozen", "lora", "qlora")
+SFT_TASKS = ("next_sid", "title_history", "title2sid", "sid2title", "desc2sid")  # see genrec.prompts.TASKS
+LORA_TARGETS = {  # shorthands for lora_target_modules (MiniOneRec's LoRA recipe)
+    "all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "qkv": ("q_proj", "k_proj", "v_proj", "o_proj"),
+}
+
+
 @dataclass(frozen=True)
 class SFTSettings(_Settings):
-    mode: str = "full"  # full fine-tuning (LoRA/QLoRA/frozen come with their own issue)
+    """One SFT variant: the fine-tuning mode, the task mix and the training schedule (see ``genrec.sft``)."""
+
+    # full: every weight; frozen: only the new SID token rows of the embedding (and output) matrix;
+    # lora: low-rank adapters plus the new token rows; qlora: lora over a 4-bit NF4 base (bitsandbytes)
+    mode: str = "full"
     model: dict[str, str] = field(default_factory=dict)  # resolved ModelSpec (filled by the workflow)
+    # task name -> weight: each task's natural size (one sample per split row for next_sid and
+    # title_history, one per item for title2sid, sid2title, desc2sid) times its weight, as a seeded
+    # sample (1 = each once, 0.5 = a random half, 2 = twice); the tasks are shuffled together
+    tasks: dict[str, float] = field(default_factory=lambda: {"next_sid": 1.0})
     epochs: float = 1.0
     learning_rate: float = 2e-4
     batch_size: int = 16
     grad_accum: int = 1
     warmup_ratio: float = 0.05
     weight_decay: float = 0.0
-    max_train_samples: int = 0  # 0 = all; else a seeded subsample (keeps CPU runs short)
+    max_train_samples: int = 0  # 0 = all; else a seeded subsample of the split rows (keeps CPU runs short)
     max_length: int = 256  # prompt + response tokens; longer prompts are cut from the left (oldest history)
+    lora_r: int = 16  # LoRA rank (lora, qlora)
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str | list[str] = "all"  # all = q,k,v,o,gate,up,down; qkv = q,k,v,o; or module names
+    export_merged: bool = False  # lora/qlora: also write final_checkpoint/merged/, a plain model with adapters merged
+    evals_per_epoch: int = 4  # validation-loss evaluations (and checkpoints) per epoch
+    early_stopping_patience: int = 3  # evaluations without a better validation loss before stopping; 0 = off
+    max_valid_samples: int = 256  # validation rows (next_sid task) scored at each evaluation
+    group_by_length: bool = True  # batch examples of similar length (less padding)
+    gradient_checkpointing: bool = True  # on GPU only: recompute activations in the backward pass
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.mode == "full", f"sft_variants.*.mode: only 'full' exists so far, got {self.mode!r}")
+        _check(self.mode in SFT_MODES, f"sft_variants.*.mode must be one of {SFT_MODES}, got {self.mode!r}")
         _check(
             self.epochs > 0 and self.batch_size >= 1 and self.grad_accum >= 1,
-            "sft_variants.*: epochs > 0, batch_size >= 1",
+            "sft_variants.*: epochs > 0, batch_size >= 1, grad_accum >= 1",
         )
         _check(self.learning_rate > 0, "sft_variants.*.learning_rate must be > 0")
+        unknown = sorted(set(self.tasks) - set(SFT_TASKS))
+        _check(not unknown, f"sft_variants.*.tasks: unknown task(s) {unknown}; known: {list(SFT_TASKS)}")
+        _check(
+            all(isinstance(w, (int, float)) and not isinstance(w, bool) and w >= 0 for w in self.tasks.values())
+            and sum(self.tasks.values()) > 0,
+            f"sft_variants.*.tasks: weights must be numbers >= 0, not all 0, got {self.tasks}",
+        )
+        _check(self.lora_r >= 1 and self.lora_alpha >= 1, "sft_variants.*: lora_r and lora_alpha must be >= 1")
+        _check(0 <= self.lora_dropout < 1, "sft_variants.*.lora_dropout must be in [0, 1)")
+        targets = self.lora_target_modules
+        _check(
+            (isinstance(targets, str) and targets in LORA_TARGETS)
+            or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets)),
+            f"sft_variants.*.lora_target_modules must be 'all', 'qkv' or a list of module names, got {targets!r}",
+        )
+        if isinstance(targets, list):
+            object.__setattr__(self, "lora_target_modules", tuple(targets))
+        _check(
+            not (self.mode == "frozen" and self.weight_decay > 0),
+            "sft_variants.*: mode frozen trains only the new token rows; weight_decay > 0 would shrink the frozen "
+            "rows of the same matrix, so set weight_decay: 0",
+        )
+        _check(
+            self.evals_per_epoch >= 1 and self.early_stopping_patience >= 0 and self.max_valid_samples >= 1,
+            "sft_variants.*: evals_per_epoch >= 1, early_stopping_patience >= 0, max_valid_samples >= 1",
+        )
+
+    @property
+    def target_modules(self) -> tuple[str, ...]:
+        """LoRA target module names with the shorthands expanded."""
+        t = self.lora_target_modules
+        return LORA_TARGETS[t] if isinstance(t, str) else tuple(t)
 
 
 # ----------------------------------------------------------------------------- RL
