@@ -449,8 +449,17 @@ def _fingerprint(settings: SFTSettings, *paths: str) -> str:
     return h.hexdigest()
 
 
-def _resume_point(work: Path, fingerprint: str) -> str | None:
-    """The last checkpoint in ``work`` if it belongs to this run; otherwise clear ``work``."""
+def checkpoint_dir(out_dir: str | os.PathLike[str]) -> Path:
+    """Where intermediate checkpoints of the run writing ``out_dir`` live (beside it, removed on success)."""
+    return Path(out_dir).resolve().parent / ".sft_checkpoints"
+
+
+def resume_point(work: Path, fingerprint: str, may_reset: bool = True) -> str | None:
+    """The last checkpoint in ``work`` if it belongs to this run (same fingerprint).
+
+    Otherwise ``work`` is cleared and stamped with ``fingerprint`` when ``may_reset`` (a single
+    process, or the launcher before it starts the workers; workers of a multi-GPU job only read).
+    """
     from transformers.trainer_utils import get_last_checkpoint
 
     stamp = work / "fingerprint.txt"
@@ -458,12 +467,76 @@ def _resume_point(work: Path, fingerprint: str) -> str | None:
         last = get_last_checkpoint(str(work))
         if last:
             return last
+    if not may_reset:
+        return None
     if work.exists():
         log.info("discarding checkpoints in %s from a run with other settings or inputs", work)
         shutil.rmtree(work)
     work.mkdir(parents=True)
     stamp.write_text(fingerprint)
     return None
+
+
+def training_arguments(settings: SFTSettings, output_dir: str | os.PathLike[str], n_train: int, **overrides):
+    """Transformers ``TrainingArguments`` of an SFT run: schedule, evaluation/checkpoint cadence, bf16 and
+    gradient checkpointing on GPU, length grouping. ``overrides`` replace single arguments (benchmarks)."""
+    from transformers import TrainingArguments
+
+    gpu = torch.cuda.is_available()
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    steps_per_epoch = max(1, math.ceil(n_train / (settings.batch_size * settings.grad_accum * world)))
+    total_steps = math.ceil(steps_per_epoch * settings.epochs)
+    eval_steps = max(1, steps_per_epoch // settings.evals_per_epoch)
+    kwargs = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        warmup_steps=max(1, int(settings.warmup_ratio * total_steps)),
+        lr_scheduler_type="cosine",
+        logging_steps=max(1, min(eval_steps, steps_per_epoch // 20)),
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,  # the best and the last
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        report_to="none",
+        seed=settings.seed,
+        data_seed=settings.seed,
+        bf16=gpu and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=gpu and settings.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+        dataloader_pin_memory=gpu,
+        ddp_find_unused_parameters=False if world > 1 else None,
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def build_trainer(model, tokenizer, args, train: list[dict], valid: list[dict] | None, callbacks=()):
+    """The Trainer of an SFT run: left-padded batches, response-only loss on the last logits."""
+    from transformers import Trainer
+
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=_Examples(train),
+        eval_dataset=_Examples(valid) if valid else None,
+        data_collator=lambda b: collate(b, tokenizer.pad_token_id),
+        callbacks=list(callbacks),
+        compute_loss_func=response_loss,
+    )
 
 
 # ----------------------------------------------------------------------------- training
@@ -490,7 +563,7 @@ def run_sft(
         threads: CPU threads for torch (the rule's ``threads``).
         loss_png: where to draw the loss curves (default: beside ``log_json``).
     """
-    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import EarlyStoppingCallback, TrainerCallback
 
     log_settings(log, "sft", settings)
     if threads:
@@ -531,62 +604,17 @@ def run_sft(
             if logs and "eval_loss" in logs:
                 eval_curve.append({**point, "loss": float(logs["eval_loss"])})
 
-    run_dir = Path(out_dir).resolve().parent
-    work = run_dir / ".sft_checkpoints"
-    resume = _resume_point(work, _fingerprint(settings, train_csv, valid_csv, item_json, sid_index))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    fingerprint = _fingerprint(settings, train_csv, valid_csv, item_json, sid_index)
+    work = checkpoint_dir(out_dir)
+    resume = resume_point(work, fingerprint, may_reset=world == 1)
     if resume:
         log.info("resuming from %s", resume)
-    gpu = torch.cuda.is_available()
-    bf16 = gpu and torch.cuda.is_bf16_supported()
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    steps_per_epoch = max(1, math.ceil(len(train) / (settings.batch_size * settings.grad_accum * world)))
-    total_steps = math.ceil(steps_per_epoch * settings.epochs)
-    eval_steps = max(1, steps_per_epoch // settings.evals_per_epoch)
-    args = TrainingArguments(
-        output_dir=str(work),
-        num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        warmup_steps=max(1, int(settings.warmup_ratio * total_steps)),
-        lr_scheduler_type="cosine",
-        logging_steps=max(1, min(eval_steps, steps_per_epoch // 20)),
-        eval_strategy="steps",
-        eval_steps=eval_steps,
-        save_strategy="steps",
-        save_steps=eval_steps,
-        save_total_limit=2,  # the best and the last
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        report_to="none",
-        seed=settings.seed,
-        data_seed=settings.seed,
-        bf16=bf16,
-        gradient_checkpointing=gpu and settings.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
-        include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        disable_tqdm=False,
-        dataloader_pin_memory=gpu,
-        ddp_find_unused_parameters=False if world > 1 else None,
-    )
+    args = training_arguments(settings, work, len(train))
     callbacks = [_Curves()]
     if settings.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience))
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=_Examples(train),
-        eval_dataset=_Examples(valid),
-        data_collator=lambda b: collate(b, tokenizer.pad_token_id),
-        callbacks=callbacks,
-        compute_loss_func=response_loss,
-    )
+    trainer = build_trainer(model, tokenizer, args, train, valid, callbacks)
     reset_peak_memory()  # report the training peak, not the load of a GGUF/4-bit model
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
@@ -630,8 +658,8 @@ def run_sft(
             "task_samples": task_counts,
             "epochs": settings.epochs,
             "steps": state.global_step,
-            "planned_steps": total_steps,
-            "stopped_early": state.global_step < total_steps,
+            "planned_steps": state.max_steps,
+            "stopped_early": state.global_step < state.max_steps,
             "best_step": state.best_global_step,
             "resumed_from": resume,
             "samples_per_s": samples_seen / train_time,
@@ -642,9 +670,9 @@ def run_sft(
             "valid_loss": valid_loss,
             "loss_curve": curve,
             "eval_curve": eval_curve,
-            "device": torch.cuda.get_device_name() if gpu else "cpu",
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "world_size": world,
-            "bf16": bf16,
+            "bf16": bool(args.bf16),
         },
     )
     plot_loss(curve, eval_curve, loss_png or os.path.join(os.path.dirname(os.path.abspath(log_json)), "train_loss.png"))
@@ -694,6 +722,8 @@ def run_sft_job(settings: SFTSettings, gpus: int = 1, **paths) -> None:
         raise RuntimeError(f"the sft rule asks for {gpus} GPUs but {torch.cuda.device_count()} are visible")
     if importlib.util.find_spec("deepspeed") is None:
         raise RuntimeError("multi-GPU SFT runs DeepSpeed ZeRO-2: install it with pip install -e '.[deepspeed]'")
+    fingerprint = _fingerprint(settings, *(paths[k] for k in ("train_csv", "valid_csv", "item_json", "sid_index")))
+    resume_point(checkpoint_dir(paths["out_dir"]), fingerprint)  # reset stale checkpoints once, before the workers
     cmd = launch_command(gpus, cli_args(settings, **paths))
     log.info("launching %s", " ".join(cmd))
     # the workers log to their stderr, which is this process's stderr: the rule's log file
