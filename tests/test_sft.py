@@ -249,6 +249,8 @@ def test_mixed_tasks_train_and_resume_after_a_crash(
     monkeypatch.setattr(Trainer, "_save_checkpoint", real_save)
     out, log = _train(tmp_path, synthetic_data_dir, sid_index, tiny_model_dir, **kw)
     assert log["resumed_from"] and "checkpoint-" in log["resumed_from"]
+    resumed_at = int(log["resumed_from"].rsplit("-", 1)[1])
+    assert log["loss_curve"][0]["step"] < resumed_at < log["steps"]  # the curve covers the whole run
     n_items = len(json.loads((synthetic_data_dir / "item.json").read_text()))
     assert log["task_samples"]["title2sid"] == n_items == log["task_samples"]["sid2title"]
     assert (out / "config.json").is_file() and not (tmp_path / ".sft_checkpoints").exists()

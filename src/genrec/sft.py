@@ -417,6 +417,18 @@ def save_checkpoint(model, tokenizer, out_dir: str, info: dict, export_merged: b
             write_json(os.path.join(tmp, "merged", RUN_INFO), {**info, "merged_from": "adapters"})
 
 
+def loss_curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Training and validation loss points from the Trainer's log history (restored on resume)."""
+    train, valid = [], []
+    for e in log_history:
+        point = {"step": e.get("step", 0), "epoch": round(e.get("epoch") or 0, 4)}
+        if "loss" in e:
+            train.append({**point, "loss": float(e["loss"]), "learning_rate": float(e.get("learning_rate", 0))})
+        if "eval_loss" in e:
+            valid.append({**point, "loss": float(e["eval_loss"])})
+    return train, valid
+
+
 def plot_loss(train_curve: list[dict], eval_curve: list[dict], path: str) -> None:
     """Training and validation loss against the optimizer step, as a PNG (written atomically)."""
     import matplotlib
@@ -591,18 +603,11 @@ def run_sft(
     )
     task_counts = {t: sum(1 for name, _ in samples if name == t) for t in settings.tasks}
 
-    curve: list[dict[str, float]] = []
-    eval_curve: list[dict[str, float]] = []
+    class _Start(TrainerCallback):  # where this process started (a resumed run starts mid-way)
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.step, self.tokens = state.global_step, int(state.num_input_tokens_seen)
 
-    class _Curves(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            point = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
-            if logs and "loss" in logs:
-                curve.append(
-                    {**point, "loss": float(logs["loss"]), "learning_rate": float(logs.get("learning_rate", 0))}
-                )
-            if logs and "eval_loss" in logs:
-                eval_curve.append({**point, "loss": float(logs["eval_loss"])})
+    start_point = _Start()
 
     world = int(os.environ.get("WORLD_SIZE", 1))
     fingerprint = _fingerprint(settings, train_csv, valid_csv, item_json, sid_index)
@@ -611,7 +616,7 @@ def run_sft(
     if resume:
         log.info("resuming from %s", resume)
     args = training_arguments(settings, work, len(train))
-    callbacks = [_Curves()]
+    callbacks = [start_point]
     if settings.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience))
     trainer = build_trainer(model, tokenizer, args, train, valid, callbacks)
@@ -646,9 +651,10 @@ def run_sft(
         },
         export_merged=settings.export_merged,
     )
-    samples_seen = min(
-        len(train) * settings.epochs, state.global_step * settings.batch_size * settings.grad_accum * world
-    )
+    # this process's share (after a resume, the steps since the checkpoint); the curves cover the whole run
+    steps_here = state.global_step - start_point.step
+    samples_here = min(len(train) * settings.epochs, steps_here * settings.batch_size * settings.grad_accum * world)
+    curve, eval_curve = loss_curves(state.log_history)
     write_json(
         log_json,
         {
@@ -662,8 +668,8 @@ def run_sft(
             "stopped_early": state.global_step < state.max_steps,
             "best_step": state.best_global_step,
             "resumed_from": resume,
-            "samples_per_s": samples_seen / train_time,
-            "tokens_per_s": int(state.num_input_tokens_seen) / train_time,
+            "samples_per_s": samples_here / train_time,
+            "tokens_per_s": (int(state.num_input_tokens_seen) - start_point.tokens) / train_time,
             "peak_memory_gb": peak_memory_gb(),
             "trainable_params": n_trainable,
             "total_params": n_total,
