@@ -3,6 +3,7 @@
     .venv/bin/python bench/default_job.py            # the README's default job, in a new directory under /tmp
     .venv/bin/python bench/default_job.py --workdir .  # the same in ./ (reuses what ./results already has)
     .venv/bin/python bench/default_job.py --config config/sid_compare.yaml --name sid_compare
+    .venv/bin/python bench/default_job.py --workdir DIR --config config/sft_modes.yaml --name sft_modes --forcerun sft
 
 Writes bench/results/NAME.json (default_job.json by default).
 """
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--config", default="config.yaml", help="config file, relative to the repository")
     ap.add_argument("--name", default="default_job", help="result name: bench/results/NAME.json")
+    ap.add_argument("--forcerun", nargs="*", default=[], help="rules to run again even if up to date (e.g. sft)")
     args = ap.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genrec-default-"))
     if not (workdir / "config.yaml").exists():
@@ -51,6 +53,8 @@ def main() -> None:
         "--configfile",
         config,
     ]
+    if args.forcerun:
+        cmd += ["--forcerun", *args.forcerun]
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start

@@ -7,6 +7,8 @@ ships all-MiniLM-L6-v2), a local directory, or a hub id. Only a hub id may touch
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib.util
 import json
 import logging
@@ -200,6 +202,11 @@ def reset_peak_memory() -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
         return
+    gc.collect()
+    try:  # glibc keeps freed heap memory in the process; hand it back so that RSS is what is in use
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # Linux: reset the peak resident set size to the current one

@@ -530,6 +530,7 @@ def training_arguments(settings: SFTSettings, output_dir: str | os.PathLike[str]
         remove_unused_columns=False,
         disable_tqdm=False,
         dataloader_pin_memory=gpu,
+        use_cpu=not gpu,  # without a GPU, several processes under torchrun/accelerate run DDP over gloo
         ddp_find_unused_parameters=False if world > 1 else None,
     )
     kwargs.update(overrides)
@@ -591,6 +592,7 @@ def run_sft(
     model = prepare_model(model, settings, first_new, added)
     n_trainable = trainable_count(model, settings.mode, added)
     n_total = parameter_count(model)
+    weights_gb = model.get_memory_footprint() / 1e9
     log.info(
         "mode %s: %d of %d parameters train (%.3f%%)", settings.mode, n_trainable, n_total, 100 * n_trainable / n_total
     )
@@ -671,6 +673,7 @@ def run_sft(
             "samples_per_s": samples_here / train_time,
             "tokens_per_s": (int(state.num_input_tokens_seen) - start_point.tokens) / train_time,
             "peak_memory_gb": peak_memory_gb(),
+            "weights_memory_gb": weights_gb,  # parameters and buffers as stored (4-bit weights packed)
             "trainable_params": n_trainable,
             "total_params": n_total,
             "valid_loss": valid_loss,
@@ -687,17 +690,20 @@ def run_sft(
 
 # ----------------------------------------------------------------------------- launching
 def launch_command(
-    gpus: int, args: Sequence[str], accelerate_config: str | os.PathLike[str] = ACCELERATE_CONFIG
+    gpus: int,
+    args: Sequence[str],
+    accelerate_config: str | os.PathLike[str] = ACCELERATE_CONFIG,
+    deepspeed_config: str | os.PathLike[str] | None = DEEPSPEED_CONFIG,
 ) -> list[str]:
-    """The ``accelerate launch`` command line that runs :func:`main` on ``gpus`` processes with DeepSpeed ZeRO-2."""
+    """The ``accelerate launch`` command line that runs :func:`main` on ``gpus`` processes (DeepSpeed ZeRO-2)."""
+    ds = ["--deepspeed_config_file", str(deepspeed_config)] if deepspeed_config else []
     return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
         "--config_file",
         str(accelerate_config),
-        "--deepspeed_config_file",
-        str(DEEPSPEED_CONFIG),
+        *ds,
         "--num_processes",
         str(gpus),
         "-m",
