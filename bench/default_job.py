@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--config", default="config.yaml", help="config file, relative to the repository")
     ap.add_argument("--name", default="default_job", help="result name: bench/results/NAME.json")
     ap.add_argument("--forcerun", nargs="*", default=[], help="rules to run again even if up to date (e.g. sft)")
+    ap.add_argument("--analyse-only", action="store_true", help="do not run Snakemake; re-read the results of a run")
     args = ap.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genrec-default-"))
     if not (workdir / "config.yaml").exists():
@@ -55,9 +56,13 @@ def main() -> None:
     ]
     if args.forcerun:
         cmd += ["--forcerun", *args.forcerun]
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True)
-    wall = time.perf_counter() - start
+    dest = REPO / "bench" / "results" / f"{args.name}.json"
+    if args.analyse_only:  # recompute the comparisons of an earlier run; keep its wall time
+        wall = json.loads(dest.read_text())["wall_time_s"]
+    else:
+        start = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        wall = time.perf_counter() - start
     summary = pd.read_csv(workdir / "results" / "summary.csv")
     out = {
         "benchmark": "default_job",
@@ -68,6 +73,7 @@ def main() -> None:
         "config": args.config,
         "cells": [],
     }
+    first_ranks = None
     for _, row in summary[summary["kind"] == "llm"].iterrows():
         run = (
             workdir
@@ -80,6 +86,7 @@ def main() -> None:
         )
         pop = workdir / "results" / row["dataset"] / "baselines" / "popularity"
         llm_ranks = row_ranks(json.loads((run / "eval_results.json").read_text()))
+        first_ranks = first_ranks if out["cells"] else llm_ranks
         pop_ranks = row_ranks(json.loads((pop / "eval_results.json").read_text()))
         cell = {
             "cell": f"{row['dataset']}/{row['encoder']}-{row['sid']}/sft-{row['sft']}/rl-{row['rl']}",
@@ -92,6 +99,7 @@ def main() -> None:
                 "mode",
                 "train_time_s",
                 "peak_memory_gb",
+                "weights_memory_gb",
                 "trainable_params",
                 "total_params",
                 "tokens_per_s",
@@ -108,12 +116,13 @@ def main() -> None:
             cell[metric] = sum(a) / len(a)
             cell[f"popularity_{metric}"] = sum(b) / len(b)
             cell[f"gain_{metric}"] = paired_bootstrap(a, b)
+            if out["cells"]:  # against the first LLM cell of the matrix, on the same test rows
+                cell[f"vs_first_cell_{metric}"] = paired_bootstrap(a, per_row(first_ranks, metric))
         out["cells"].append(cell)
     full = [c for c in out["cells"] if c["sft"]["mode"] == "full"]
     if full and len(out["cells"]) > 1:  # training speed of each mode relative to full fine-tuning
         for c in out["cells"]:
             c["speedup_sft_train_vs_full"] = full[0]["sft"]["train_time_s"] / c["sft"]["train_time_s"]
-    dest = REPO / "bench" / "results" / f"{args.name}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps(out, indent=2))
