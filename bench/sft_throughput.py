@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,12 +31,11 @@ from types import SimpleNamespace
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+from genrec.models import parameter_count, peak_memory_gb, reset_peak_memory
+from genrec.settings import SFTSettings
+from genrec.sft import build_trainer, prepare_model, seed_everything, training_arguments
 
-from genrec.models import parameter_count, peak_memory_gb, reset_peak_memory  # noqa: E402
-from genrec.settings import SFTSettings  # noqa: E402
-from genrec.sft import build_trainer, prepare_model, seed_everything, training_arguments  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SHAPES = {  # Qwen2.5-0.5B's configuration, and a 4-layer cut of it that trains on a laptop CPU
     "qwen2.5-0.5b": dict(

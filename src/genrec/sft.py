@@ -62,7 +62,7 @@ from genrec.models import (
     peak_memory_gb,
     reset_peak_memory,
 )
-from genrec.prompts import TASKS, clean_text, task_example
+from genrec.prompts import DESCRIPTION_WORDS, TASKS, TITLE_WORDS, clean_text, task_example
 from genrec.settings import SFTSettings
 from genrec.sids import load_index, sid_strings, vocabulary
 
@@ -285,8 +285,6 @@ def task_samples(
 
 
 def _title(items: dict[int, dict], i: int) -> str:
-    from genrec.prompts import TITLE_WORDS
-
     return clean_text(items[i]["title"], TITLE_WORDS)
 
 
@@ -299,8 +297,6 @@ def _sequence_sample(name: str, history: list[int], target: int, items, sids) ->
 
 
 def _item_sample(name: str, item: int, items, sids) -> dict | None:
-    from genrec.prompts import DESCRIPTION_WORDS
-
     if name == "title2sid":
         return {"title": _title(items, item), "target_sid": sids[item]}
     if name == "sid2title":
