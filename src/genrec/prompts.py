@@ -123,8 +123,8 @@ def task_prompt_ids(
 ) -> list[int]:
     """Token ids of a task's prompt, cut to ``max_length``.
 
-    Sequence tasks drop the oldest history items first; item tasks shorten their text field
-    (title or description) word by word. Raises ``ValueError`` if even the shortest prompt
+    Sequence tasks drop the oldest history items first; item tasks halve the words of their text
+    field (description, else title) until the prompt fits. Raises ``ValueError`` if even the shortest prompt
     does not fit.
     """
     t = TASKS[task] if isinstance(task, str) else task
