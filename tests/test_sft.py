@@ -270,21 +270,20 @@ def test_multi_gpu_launch_command_uses_accelerate_with_zero2():
     assert SFTSettings.from_dict(settings) == s and "--loss-png" not in cmd
 
 
+def _cli_args(settings, tmp_path, data, index, **extra):
+    """Arguments of ``python -m genrec.sft`` writing ``ckpt/`` and ``log.json`` under ``tmp_path``."""
+    paths = {f"{k}_csv": str(data / f"{k}.csv") for k in ("train", "valid")}
+    out = {"out_dir": str(tmp_path / "ckpt"), "log_json": str(tmp_path / "log.json")}
+    return cli_args(settings, **paths, item_json=str(data / "item.json"), sid_index=str(index), **out, **extra)
+
+
 def test_cli_runs_sft_like_the_rule(tmp_path, tiny_model_dir, synthetic_data_dir, sid_index):
     """What accelerate launches: ``python -m genrec.sft`` in a fresh process (one CPU process here)."""
     import subprocess
     import sys
 
     s = SFTSettings(model={"path": str(tiny_model_dir)}, epochs=1, batch_size=32, max_train_samples=64)
-    args = cli_args(
-        s,
-        train_csv=str(synthetic_data_dir / "train.csv"),
-        valid_csv=str(synthetic_data_dir / "valid.csv"),
-        item_json=str(synthetic_data_dir / "item.json"),
-        sid_index=str(sid_index),
-        out_dir=str(tmp_path / "ckpt"),
-        log_json=str(tmp_path / "log.json"),
-    )
+    args = _cli_args(s, tmp_path, synthetic_data_dir, sid_index)
     done = subprocess.run([sys.executable, "-m", "genrec.sft", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "ckpt" / "config.json").is_file() and json.loads((tmp_path / "log.json").read_text())[
@@ -308,16 +307,7 @@ def test_two_process_data_parallel_run_under_accelerate(tmp_path, tiny_model_dir
         "main_process_port: 29533\nrdzv_backend: static\nsame_network: true\n"
     )
     s = SFTSettings(model={"path": str(tiny_model_dir)}, mode="lora", epochs=1, batch_size=8, max_train_samples=64)
-    args = cli_args(
-        s,
-        train_csv=str(synthetic_data_dir / "train.csv"),
-        valid_csv=str(synthetic_data_dir / "valid.csv"),
-        item_json=str(synthetic_data_dir / "item.json"),
-        sid_index=str(sid_index),
-        out_dir=str(tmp_path / "ckpt"),
-        log_json=str(tmp_path / "log.json"),
-        threads="1",
-    )
+    args = _cli_args(s, tmp_path, synthetic_data_dir, sid_index, threads="1")
     cmd = launch_command(2, args, accelerate_config=cfg, deepspeed_config=None)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
