@@ -75,3 +75,54 @@ def test_sid_token_missing_from_tokenizer(model_and_index):
     _, tok, _ = model_and_index
     with pytest.raises(KeyError, match="not in the tokenizer"):
         SIDTrie.from_index({0: ["<z_999>", "<y_1>"]}, tok)
+
+
+def hf_constrained_beam_search(model, prompt, tok, index, num_beams):
+    """The reference: Hugging Face beam search with a prefix-allowed-tokens function (MiniOneRec's way).
+
+    Sampling off, no length penalty (scores are sums of SID token log-probabilities), exactly the
+    SID length of new tokens; the model's generation-config defaults (top_k/top_p) are overridden.
+    """
+    seqs = {tuple(tok.convert_tokens_to_ids(t)): i for i, t in index.items()}
+    prefixes: dict[tuple, set] = {}
+    for s in seqs:
+        for k in range(len(s)):
+            prefixes.setdefault(s[:k], set()).add(s[k])
+    n, length = len(prompt), len(next(iter(seqs)))  # this index: one SID length
+
+    def allowed(_, ids):
+        return sorted(prefixes.get(tuple(ids[n:].tolist()), {tok.eos_token_id}))
+
+    out = model.generate(
+        input_ids=torch.tensor([prompt]),
+        attention_mask=torch.ones(1, n, dtype=torch.long),
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        max_new_tokens=length,
+        min_new_tokens=length,
+        do_sample=False,
+        top_k=None,
+        top_p=None,
+        temperature=None,
+        length_penalty=0.0,
+        early_stopping=True,
+        prefix_allowed_tokens_fn=allowed,
+        output_scores=True,
+        return_dict_in_generate=True,
+        pad_token_id=tok.pad_token_id,
+    )
+    items = [seqs[tuple(s[n:].tolist())] for s in out.sequences]
+    return items, out.sequences_scores
+
+
+def test_vectorised_beam_search_equals_the_hugging_face_oracle(model_and_index):
+    """Same top-K SIDs and scores as HF beam search, per user of a mixed-length batch."""
+    model, tok, index = model_and_index
+    trie = SIDTrie.from_index(index, tok)
+    prompts = _prompts(tok, index)
+    for beams in (4, 10):
+        items, scores = constrained_beam_search(model, prompts, trie, beams, tok.pad_token_id)
+        for r, p in enumerate(prompts):
+            ref_items, ref_scores = hf_constrained_beam_search(model, p, tok, index, beams)
+            assert items[r].tolist() == ref_items
+            torch.testing.assert_close(scores[r], ref_scores.float(), atol=1e-4, rtol=1e-4)
