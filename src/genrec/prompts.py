@@ -40,12 +40,15 @@ class Task:
         answer: ``sid`` (the target item's SID tokens) or ``title`` (its title text).
         source: ``sequence`` (one sample per split row: a history and its next item) or ``item``
             (one sample per catalogue item).
+        history: what a sequence task's history lists: ``sids`` (written back to back) or
+            ``titles`` (quoted, separated by ``; ``).
     """
 
     name: str
     template: str
     answer: str
     source: str
+    history: str = ""
 
     @property
     def system(self) -> str:
@@ -56,9 +59,15 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in (
         # MiniOneRec task 1 (SidSFTDataset): the task evaluated and refined with RL.
-        Task("next_sid", NEXT_ITEM, "sid", "sequence"),
+        Task("next_sid", NEXT_ITEM, "sid", "sequence", history="sids"),
         # MiniOneRec task 5 (TitleHistory2SidSFTDataset): titles in, SID out.
-        Task("title_history", "Titles of items the user chose, oldest first: {history}. Next item?", "sid", "sequence"),
+        Task(
+            "title_history",
+            "Titles of items the user chose, oldest first: {history}. Next item?",
+            "sid",
+            "sequence",
+            history="titles",
+        ),
         # MiniOneRec task 2 (SidItemFeatDataset), both directions; full SIDs, never cut to 3 levels.
         Task("title2sid", 'Which item has the title "{title}"?', "sid", "item"),
         Task("sid2title", "What is the title of item {sid}?", "title", "item"),
@@ -67,6 +76,11 @@ TASKS: dict[str, Task] = {
     )
 }
 _FIELDS = {"title", "description", "sid"}
+
+
+def get_task(task: str | Task) -> Task:
+    """A task by name (or the task itself)."""
+    return TASKS[task] if isinstance(task, str) else task
 
 
 def clean_text(text: str, max_words: int) -> str:
@@ -90,12 +104,12 @@ def task_text(task: str | Task, history: Sequence[str] = (), **fields: str) -> s
     >>> task_text("title_history", ["Blue pen", "Red ink"])
     'Titles of items the user chose, oldest first: "Blue pen"; "Red ink". Next item?'
     """
-    t = TASKS[task] if isinstance(task, str) else task
+    t = get_task(task)
     unknown = set(fields) - _FIELDS
     if unknown:
         raise ValueError(f"task {t.name}: unknown field(s) {sorted(unknown)}")
     if t.source == "sequence":
-        joined = "".join(history) if t.name == "next_sid" else "; ".join(f'"{h}"' for h in history)
+        joined = "".join(history) if t.history == "sids" else "; ".join(f'"{h}"' for h in history)
         return t.template.format(history=joined)
     return t.template.format(**{k: fields.get(k, "") for k in _FIELDS})
 
@@ -127,7 +141,7 @@ def task_prompt_ids(
     field (description, else title) until the prompt fits. Raises ``ValueError`` if even the shortest prompt
     does not fit.
     """
-    t = TASKS[task] if isinstance(task, str) else task
+    t = get_task(task)
     hist, fields = list(history), dict(fields)
     while True:
         text = render_prompt(tokenizer, task_text(t, hist, **fields), t.system)
@@ -172,7 +186,7 @@ def sid_ids(tokenizer, sid: str) -> list[int]:
 
 def response_ids(tokenizer, task: str | Task, target_sid: str = "", target_title: str = "") -> list[int]:
     """Token ids of a task's answer: the SID tokens or the title, then the end-of-turn token."""
-    t = TASKS[task] if isinstance(task, str) else task
+    t = get_task(task)
     if t.answer == "sid":
         body = sid_ids(tokenizer, target_sid)
     else:

@@ -240,7 +240,7 @@ def prepare_model(model, settings: SFTSettings, first_new: int, n_new: int):
 
 
 def load_base(settings: SFTSettings):
-    """Tokenizer and base model for the settings' mode (4-bit NF4 for qlora), checked before training."""
+    """Tokenizer and base model for the settings' mode (4-bit NF4 for qlora; bitsandbytes checked first)."""
     if settings.mode == "qlora":
         check_bitsandbytes()
     tokenizer = load_tokenizer(settings.model)
@@ -248,8 +248,6 @@ def load_base(settings: SFTSettings):
     if settings.mode == "qlora" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         dtype = torch.bfloat16  # 4-bit weights compute in bf16 on GPU (QLoRA's recipe)
     model = load_causal_lm(settings.model, dtype, quantize_4bit=settings.mode == "qlora")
-    if settings.mode in ("lora", "qlora"):
-        lora_target_names(model, settings.target_modules)
     return tokenizer, model
 
 
@@ -289,7 +287,7 @@ def _title(items: dict[int, dict], i: int) -> str:
 
 
 def _sequence_sample(name: str, history: list[int], target: int, items, sids) -> dict:
-    if name == "next_sid":
+    if TASKS[name].history == "sids":
         hist = [sids[i] for i in history]
     else:
         hist = [_title(items, i) for i in history]
@@ -324,7 +322,7 @@ def build_examples(
 ) -> list[dict[str, list[int]]]:
     """Tokenised next-item examples of one split (a seeded subsample when ``max_samples`` > 0)."""
     rows = split_rows(csv, n_items, max_samples, seed)
-    samples = [("next_sid", {"history": [sids[i] for i in h], "target_sid": sids[t]}) for h, t in rows]
+    samples = [("next_sid", _sequence_sample("next_sid", h, t, None, sids)) for h, t in rows]
     return tokenise(tokenizer, samples, max_length, f"tokenise {os.path.basename(csv)}")
 
 
