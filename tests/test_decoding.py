@@ -3,9 +3,17 @@ import random
 import pytest
 import torch
 
-from genrec.decoding import SIDTrie, constrained_beam_search, score_all_items
+from genrec.decoding import (
+    SIDTrie,
+    constrained_beam_search,
+    memory_per_user,
+    rank,
+    score_all_items,
+    score_catalogue,
+)
 from genrec.models import load_causal_lm, load_tokenizer
 from genrec.prompts import prompt_ids
+from genrec.recommend import recommend
 from genrec.sft import add_sid_tokens
 from genrec.sids import format_sid
 
@@ -77,21 +85,50 @@ def test_sid_token_missing_from_tokenizer(model_and_index):
         SIDTrie.from_index({0: ["<z_999>", "<y_1>"]}, tok)
 
 
+FILLER = 100  # an ordinary token the oracle appends to a finished shorter SID (never an EOS)
+
+
+class _FinishedSIDIsFree:
+    """Give the filler log-prob 0 after a finished SID, so that a short SID keeps its score (our STAY)."""
+
+    def __init__(self, done):
+        self.done = done
+
+    def __call__(self, input_ids, scores):
+        for r, ids in enumerate(input_ids):
+            if self.done(ids):
+                scores[r] = float("-inf")
+                scores[r, FILLER] = 0.0
+        return scores
+
+
 def hf_constrained_beam_search(model, prompt, tok, index, num_beams):
     """The reference: Hugging Face beam search with a prefix-allowed-tokens function (MiniOneRec's way).
 
     Sampling off, no length penalty (scores are sums of SID token log-probabilities), exactly the
-    SID length of new tokens; the model's generation-config defaults (top_k/top_p) are overridden.
+    longest SID length of new tokens; the model's generation-config defaults (top_k/top_p) are
+    overridden. A SID shorter than the longest is followed by filler tokens of log-prob 0.
     """
+    from transformers import LogitsProcessorList
+
     seqs = {tuple(tok.convert_tokens_to_ids(t)): i for i, t in index.items()}
     prefixes: dict[tuple, set] = {}
     for s in seqs:
         for k in range(len(s)):
             prefixes.setdefault(s[:k], set()).add(s[k])
-    n, length = len(prompt), len(next(iter(seqs)))  # this index: one SID length
+    n, length = len(prompt), max(map(len, seqs))
+
+    def sid_of(ids):
+        new = ids[n:].tolist()
+        while new and new[-1] == FILLER:
+            new.pop()
+        return tuple(new)
+
+    def done(ids):
+        return sid_of(ids) in seqs
 
     def allowed(_, ids):
-        return sorted(prefixes.get(tuple(ids[n:].tolist()), {tok.eos_token_id}))
+        return [FILLER] if done(ids) else sorted(prefixes[sid_of(ids)])
 
     out = model.generate(
         input_ids=torch.tensor([prompt]),
@@ -107,12 +144,24 @@ def hf_constrained_beam_search(model, prompt, tok, index, num_beams):
         length_penalty=0.0,
         early_stopping=True,
         prefix_allowed_tokens_fn=allowed,
+        logits_processor=LogitsProcessorList([_FinishedSIDIsFree(done)]),
         output_scores=True,
         return_dict_in_generate=True,
         pad_token_id=tok.pad_token_id,
     )
-    items = [seqs[tuple(s[n:].tolist())] for s in out.sequences]
+    items = [seqs[sid_of(s)] for s in out.sequences]
     return items, out.sequences_scores
+
+
+def mixed_length_index(index):
+    """Items whose first code is 0 lose their last level; the SIDs stay prefix-free (duplicates dropped)."""
+    out, seen = {}, set()
+    for sid in index.values():
+        short = tuple(sid[:2] if sid[0] == "<a_0>" else sid)
+        if short not in seen:
+            seen.add(short)
+            out[len(out)] = list(short)
+    return out
 
 
 def test_vectorised_beam_search_equals_the_hugging_face_oracle(model_and_index):
@@ -126,3 +175,116 @@ def test_vectorised_beam_search_equals_the_hugging_face_oracle(model_and_index):
             ref_items, ref_scores = hf_constrained_beam_search(model, p, tok, index, beams)
             assert items[r].tolist() == ref_items
             torch.testing.assert_close(scores[r], ref_scores.float(), atol=1e-4, rtol=1e-4)
+
+
+def test_beam_search_equals_the_oracle_with_sids_of_different_lengths(model_and_index):
+    model, tok, index = model_and_index
+    mixed = mixed_length_index(index)
+    assert {len(v) for v in mixed.values()} == {2, 3}
+    trie = SIDTrie.from_index(mixed, tok)
+    prompts = _prompts(tok, index)
+    for beams in (4, 10):
+        items, scores = constrained_beam_search(model, prompts, trie, beams, tok.pad_token_id)
+        for r, p in enumerate(prompts):
+            ref_items, ref_scores = hf_constrained_beam_search(model, p, tok, mixed, beams)
+            assert items[r].tolist() == ref_items
+            torch.testing.assert_close(scores[r], ref_scores.float(), atol=1e-4, rtol=1e-4)
+    items, scores = constrained_beam_search(model, prompts, trie, len(mixed), tok.pad_token_id)
+    for r, p in enumerate(prompts):  # beams covering the catalogue: the exact ranking, short SIDs included
+        exact = score_all_items(model, p, trie, tok)
+        order = exact.argsort(descending=True)
+        assert items[r].tolist() == order.tolist()
+        torch.testing.assert_close(scores[r], exact[order], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("chunk", [256, 3])
+@pytest.mark.parametrize("mixed", [False, True])
+def test_exact_scoring_equals_brute_force(model_and_index, attn, chunk, mixed):
+    """One token per shared prefix with a tree mask gives each SID's full-sequence log-probability."""
+    model, tok, index = model_and_index
+    idx = mixed_length_index(index) if mixed else index
+    trie = SIDTrie.from_index(idx, tok)
+    prompts = _prompts(tok, index)
+    before = model.config._attn_implementation
+    model.config._attn_implementation = attn
+    try:
+        exact = score_catalogue(model, prompts, trie, tok.pad_token_id, chunk=chunk)
+    finally:
+        model.config._attn_implementation = before
+    assert exact.shape == (3, len(idx)) and torch.isfinite(exact).all()
+    for r, p in enumerate(prompts):
+        torch.testing.assert_close(exact[r], score_all_items(model, p, trie, tok), atol=1e-4, rtol=1e-4)
+    assert trie.n_inner < len(idx)  # fewer model tokens than one sequence per item
+
+
+def test_rank_in_both_modes_returns_prompt_order(model_and_index):
+    model, tok, index = model_and_index
+    trie = SIDTrie.from_index(index, tok)
+    prompts = _prompts(tok, index)[::-1]  # longest first: rank sorts by length and must undo it
+    beam = rank(model, prompts, trie, tok.pad_token_id, num_beams=6, top_k=4, max_batch=2, progress=False)
+    items, scores = constrained_beam_search(model, prompts, trie, 6, tok.pad_token_id)
+    assert beam.items.tolist() == items[:, :4].tolist() and beam.batch_size == 2
+    torch.testing.assert_close(beam.scores, scores[:, :4], atol=1e-5, rtol=1e-5)
+    exact = rank(model, prompts, trie, tok.pad_token_id, mode="exact", top_k=len(index) + 3, progress=False)
+    for r, p in enumerate(prompts):
+        full = score_all_items(model, p, trie, tok)
+        assert exact.items[r, : len(index)].tolist() == full.argsort(descending=True).tolist()
+    assert (exact.items[:, len(index) :] == -1).all()
+    with pytest.raises(ValueError, match="top_k 7 > num_beams 6"):
+        rank(model, prompts, trie, tok.pad_token_id, num_beams=6, top_k=7)
+    with pytest.raises(ValueError, match="unknown decoding mode"):
+        rank(model, prompts, trie, tok.pad_token_id, mode="sample")
+
+
+def test_batch_size_fits_memory_and_halves_on_oom(model_and_index, monkeypatch, caplog):
+    import genrec.decoding as decoding
+
+    model, tok, index = model_and_index
+    trie = SIDTrie.from_index(index, tok)
+    prompts = _prompts(tok, index) * 3
+    per_user = memory_per_user(model, max(map(len, prompts)), trie, "beam", 10)
+    assert per_user > memory_per_user(model, max(map(len, prompts)), trie, "beam", 2)
+    monkeypatch.setattr("genrec.models.available_memory_bytes", lambda device: 5 * per_user)
+    with caplog.at_level("INFO", logger="genrec.decoding"):
+        got = rank(model, prompts, trie, tok.pad_token_id, num_beams=10, max_batch=64, progress=False)
+    assert got.batch_size == 2  # half of 5 users' worth of memory
+    assert "batch size 2" in caplog.text
+    with pytest.raises(MemoryError, match="lower eval.num_beams"):
+        rank(model, prompts, trie, tok.pad_token_id, num_beams=10, memory_fraction=0.1, progress=False)
+
+    real = decoding.constrained_beam_search
+
+    def small_batches_only(model, batch, *args):
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, batch, *args)
+
+    monkeypatch.setattr(decoding, "constrained_beam_search", small_batches_only)
+    halved = rank(model, prompts, trie, tok.pad_token_id, num_beams=10, max_batch=4, progress=False)
+    assert halved.batch_size == 1 and halved.items.tolist() == got.items.tolist()
+
+
+def test_prefix_sids_are_refused(model_and_index):
+    _, tok, _ = model_and_index
+    with pytest.raises(ValueError, match="is a prefix of"):
+        SIDTrie.from_index({0: ["<a_1>", "<b_1>"], 1: ["<a_1>"]}, tok)
+    with pytest.raises(ValueError, match="is a prefix of"):
+        SIDTrie.from_index({0: ["<a_1>"], 1: ["<a_1>", "<b_1>"]}, tok)
+    with pytest.raises(ValueError, match="equal to"):
+        SIDTrie.from_index({0: ["<a_1>", "<b_2>"], 1: ["<a_1>", "<b_2>"]}, tok)
+
+
+def test_recommend_uses_the_shared_decoder(model_and_index):
+    model, tok, index = model_and_index
+    trie = SIDTrie.from_index(index, tok)
+    histories = [[0], [3, 4, 5]]
+    recs = recommend(model, tok, trie, histories, k=3, num_beams=5)
+    prompts = [prompt_ids(tok, [format_sid(index[i]) for i in h]) for h in histories]
+    items, scores = constrained_beam_search(model, prompts, trie, 5, tok.pad_token_id)
+    for r in range(2):
+        assert [x["item_id"] for x in recs[r]] == items[r, :3].tolist()
+        assert [x["rank"] for x in recs[r]] == [1, 2, 3]
+        assert all(x["sid"] == format_sid(index[x["item_id"]]) for x in recs[r])
+    with pytest.raises(KeyError, match=r"history items \[999\] are not in the SID index"):
+        recommend(model, tok, trie, [[1, 999]])

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from genrec.metrics import ranking_metrics, target_rank
+from genrec.metrics import beam_miss, bootstrap_cis, ranking_metrics, target_rank
 
 
 def test_hand_computed_case():
@@ -63,3 +63,35 @@ def test_paired_bootstrap_interval_covers_known_difference():
     assert out["ci_low"] < 0.10 < out["ci_high"] and out["p_value"] < 0.01
     same = paired_bootstrap(a, a, n_boot=200)
     assert same["diff"] == 0.0 and same["p_value"] == 1.0
+
+
+def test_metrics_carry_bootstrap_intervals_around_each_mean():
+    preds = [["a", "b", "c"], ["b", "a", "c"], ["c", "a", "b"], ["a", "c", "b"]] * 5
+    targets = ["a", "a", "a", "b"] * 5
+    m = ranking_metrics(preds, targets, {"a", "b", "c"}, ks=(1, 3))
+    assert set(m["ci95"]) == {"HR@1", "NDCG@1", "HR@3", "NDCG@3", "MRR"}
+    for name, (low, high) in m["ci95"].items():
+        assert low <= m[name] <= high
+    assert m["ci95"]["HR@3"] == [1.0, 1.0]  # every target is in every list of 3
+    assert 0 < m["ci95"]["HR@1"][0] < m["HR@1"] < m["ci95"]["HR@1"][1] < 1
+    assert ranking_metrics(preds, targets, {"a", "b", "c"}, ks=(1, 3)) == m  # seeded
+
+
+def test_bootstrap_intervals_cover_the_true_mean_about_95_percent_of_the_time():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    true_p, covered, trials = 0.3, 0, 200
+    for t in range(trials):
+        draws = (rng.random(400) < true_p).astype(float)
+        low, high = bootstrap_cis({"HR@10": draws}, n_boot=1000, seed=t)["HR@10"]
+        covered += low <= true_p <= high
+    assert 0.90 <= covered / trials <= 0.99
+
+
+def test_beam_miss_counts_exact_top_items_the_beam_lost():
+    assert beam_miss([[1, 2, 3]], [[1, 2, 3]], k=3) == {"miss_rate": 0.0, "users_with_miss": 0.0}
+    assert beam_miss([[1, 2, 3], [4, 5, 6]], [[3, 2, 1], [4, 7, 8]], k=3) == {
+        "miss_rate": 2 / 6,
+        "users_with_miss": 0.5,
+    }

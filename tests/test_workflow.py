@@ -80,8 +80,34 @@ def test_tiny_matrix_outputs(tiny_run):
         metrics = json.loads((run / "rl-none" / "metrics.json").read_text())
         hits = sum(r["output"] in r["predict"][:5] for r in rows) / len(rows)
         assert metrics["HR@5"] == pytest.approx(hits)
+        low, high = metrics["ci95"]["HR@5"]
+        assert low <= metrics["HR@5"] <= high and set(metrics["ci95"]) >= {"HR@1", "NDCG@5", "MRR"}
+        assert metrics["batch_size_used"] >= 1 and metrics["users_per_s"] > 0 and metrics["peak_memory_gb"] > 0
+        assert metrics["settings"]["mode"] == "beam" and metrics["dtype"] == "float32"
         row = summary[summary["sft"] == sft].iloc[0]
         assert row["HR@5"] == pytest.approx(metrics["HR@5"])
+    recs = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "genrec.recommend",
+            str(res / "synthetic/runs/tinylm-rkmeans/sft-short/final_checkpoint"),
+            str(sid_dir / "synthetic.index.json"),
+            "--items",
+            str(data / "item.json"),
+            "--history",
+            "3",
+            "1",
+            "-k",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    recs = [json.loads(line) for line in recs]
+    assert [r["rank"] for r in recs] == [1, 2, 3] and all(r["sid"] == "".join(index[str(r["item_id"])]) for r in recs)
+    assert all(r["title"] == items[str(r["item_id"])]["title"] for r in recs)
     pop = json.loads((res / "synthetic" / "baselines" / "popularity" / "metrics.json").read_text())
     assert pop["invalid_rate"] == 0 and 0 <= pop["HR@20"] <= 1
     assert (res / "logs" / "sft" / "synthetic" / "tinylm-rkmeans-full.log").read_text().count("settings") >= 1

@@ -1,72 +1,113 @@
-"""Constrained beam search over a SID index: the one decoder for evaluation, RL and recommend.
+"""Decoding over a SID index: the one decoder for evaluation, RL and recommend (:func:`rank`).
 
 The index becomes a prefix tree stored in tensors (:class:`SIDTrie`): for every node, the
-token ids of its children and the child node ids, padded. Decoding prefills each prompt once,
-expands its KV cache to the beams, and at every SID level scores all (beam, allowed child)
-pairs of the whole batch with one gather and one top-k; no Python loop over beams or tokens.
-Decoding stops after exactly the SID length, and only SIDs present in the index can come out,
-whatever the tokenizer: the search starts right after the prompt's last token.
+token ids of its children and the child node ids, padded. Two modes:
+
+* :func:`constrained_beam_search` prefills each prompt once, expands its KV cache to the beams,
+  and at every SID level scores all (beam, allowed child) pairs of the whole batch with one
+  gather and one top-k; no Python loop over beams or tokens. It stops after exactly the SID
+  length (the longest, when lengths differ), and only SIDs of the index can come out, whatever
+  the tokenizer or generation config: the search starts right after the prompt's last token.
+* :func:`score_catalogue` scores every item's SID exactly: one prefill, then one token per
+  distinct SID prefix under a tree-shaped attention mask. It is the ranking that beam search
+  approximates, at a cost that grows with the number of prefixes rather than of items.
+
+:func:`rank` runs either mode over any number of prompts in memory-sized batches.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
+from tqdm.auto import tqdm
 
 from genrec.prompts import sid_ids
 from genrec.sids import format_sid
 
+log = logging.getLogger(__name__)
+
 NEG_INF = float("-inf")
+STAY = -2  # the child of a finished SID shorter than the longest: keep the beam, add log-prob 0
 
 
 @dataclass
 class SIDTrie:
     """A prefix tree of SID token-id sequences, in tensors.
 
-    Node 0 is the root; node ``sink`` (the last) has no children and absorbs dead beams.
+    Node 0 is the root; node ``sink`` (the last) has no children and absorbs dead beams. SIDs may
+    differ in length as long as none is a prefix of another (the token sequence must say where a
+    SID ends); a leaf shallower than ``depth`` has the single child :data:`STAY` (itself, log-prob 0),
+    so that a finished short SID keeps its beam and score while longer ones are still decoded.
     """
 
-    children: torch.Tensor  # (n_nodes, max_children) int64 token ids, -1 = none
+    children: torch.Tensor  # (n_nodes, max_children) int64 token ids; -1 = none, STAY = finished
     child_node: torch.Tensor  # (n_nodes, max_children) int64 node ids, sink where none
-    leaf_item: torch.Tensor  # (n_nodes,) int64 item id at full depth, -1 elsewhere
-    depth: int  # SID length (every SID of the index has it)
+    leaf_item: torch.Tensor  # (n_nodes,) int64 item id at a leaf, -1 elsewhere
+    node_token: torch.Tensor  # (n_nodes,) int64 token on the edge into the node, -1 for root and sink
+    node_depth: torch.Tensor  # (n_nodes,) int64 number of SID tokens from the root
+    item_node: torch.Tensor  # (n_items,) int64 leaf node of each item, in ``items`` order
+    items: list[int]  # item ids, sorted
+    depth: int  # length of the longest SID
     item_sids: dict[int, str]  # item id -> SID string
 
     @property
     def sink(self) -> int:
         return self.children.shape[0] - 1
 
+    @property
+    def n_inner(self) -> int:
+        """Nodes below the root that have children: the prefixes exact scoring runs the model on."""
+        return int(((self.node_depth >= 1) & (self.leaf_item < 0) & (self.node_token >= 0)).sum())
+
     @classmethod
     def from_index(cls, index: Mapping[int, Sequence[str]], tokenizer) -> SIDTrie:
         """Build the trie of an index with the (extended) tokenizer's ids.
 
         Raises:
-            ValueError: SIDs of different lengths (not supported yet) or an empty index.
+            ValueError: an empty index, or a SID that is a prefix of another (or a duplicate).
             KeyError: a SID token is missing from the tokenizer.
         """
         if not index:
             raise ValueError("empty SID index")
-        lengths = {len(t) for t in index.values()}
-        if len(lengths) != 1:
-            raise ValueError(f"all SIDs must have one length for now, found lengths {sorted(lengths)}")
         kids: list[dict[int, int]] = [{}]
+        token = [-1]
+        depth = [0]
         leaf: dict[int, int] = {}
+        owner: dict[int, int] = {}  # node -> an item whose SID passes through it (for error messages)
         sids = {}
-        for item in sorted(index):
+        items = sorted(index)
+        for item in items:
             sid = format_sid(index[item])
             sids[item] = sid
             node = 0
             for tok in sid_ids(tokenizer, sid):
+                if node in leaf:
+                    raise ValueError(
+                        f"SID {sids[leaf[node]]} (item {leaf[node]}) is a prefix of {sid} (item {item}): "
+                        "decoding could not tell where a SID ends"
+                    )
                 nxt = kids[node].get(tok)
                 if nxt is None:
                     nxt = len(kids)
                     kids[node][tok] = nxt
                     kids.append({})
+                    token.append(tok)
+                    depth.append(depth[node] + 1)
+                owner.setdefault(nxt, item)
                 node = nxt
+            if kids[node] or node in leaf:
+                other = leaf.get(node, owner[node])
+                raise ValueError(
+                    f"SID {sid} (item {item}) is a prefix of, or equal to, {sids[other]} (item {other}): "
+                    "decoding could not tell them apart"
+                )
             leaf[node] = item
         n = len(kids) + 1  # + sink
+        longest = max(depth)
         width = max(len(k) for k in kids)
         children = torch.full((n, width), -1, dtype=torch.long)
         child_node = torch.full((n, width), n - 1, dtype=torch.long)
@@ -77,12 +118,24 @@ class SIDTrie:
         leaf_item = torch.full((n,), -1, dtype=torch.long)
         for node, item in leaf.items():
             leaf_item[node] = item
-        return cls(children, child_node, leaf_item, lengths.pop(), sids)
+            if depth[node] < longest:
+                children[node, 0], child_node[node, 0] = STAY, node
+        node_of = {item: node for node, item in leaf.items()}
+        return cls(
+            children=children,
+            child_node=child_node,
+            leaf_item=leaf_item,
+            node_token=torch.tensor([*token, -1]),
+            node_depth=torch.tensor([*depth, 0]),
+            item_node=torch.tensor([node_of[i] for i in items]),
+            items=items,
+            depth=longest,
+            item_sids=sids,
+        )
 
     def to(self, device: torch.device) -> SIDTrie:
-        return SIDTrie(
-            self.children.to(device), self.child_node.to(device), self.leaf_item.to(device), self.depth, self.item_sids
-        )
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        return SIDTrie(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in moved.items()})
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,8 +181,8 @@ def constrained_beam_search(
         w = node.shape[1]
         cand_tok = trie.children[node]  # (B, W, C)
         cand_node = trie.child_node[node]  # (B, W, C)
-        tok_logp = logp.view(b, w, -1).gather(-1, cand_tok.clamp(min=0))  # (B, W, C)
-        cand = (score.unsqueeze(-1) + tok_logp).masked_fill(cand_tok < 0, NEG_INF).view(b, w * width)
+        tok_logp = logp.view(b, w, -1).gather(-1, cand_tok.clamp(min=0)).masked_fill(cand_tok == STAY, 0.0)
+        cand = (score.unsqueeze(-1) + tok_logp).masked_fill(cand_tok == -1, NEG_INF).view(b, w * width)  # (B, W*C)
         k = min(num_beams, w * width)
         score, flat = cand.topk(k, dim=-1)  # (B, k)
         src = flat // width  # beam each winner extends
@@ -162,16 +215,262 @@ def constrained_beam_search(
 
 @torch.no_grad()
 def score_all_items(model, prompt: Sequence[int], trie: SIDTrie, tokenizer) -> torch.Tensor:
-    """Brute-force log-probability of every item's SID given one prompt (a test oracle).
+    """Brute-force log-probability of every item's SID given one prompt, one full sequence each (a test oracle).
 
     Returns:
-        ``(n_items,)`` float32 scores in item-id order.
+        ``(n_items,)`` float32 scores in ``trie.items`` order.
     """
     device = trie.children.device
-    items = sorted(trie.item_sids)
-    seqs = [list(prompt) + sid_ids(tokenizer, trie.item_sids[i]) for i in items]
-    ids = torch.tensor(seqs, device=device)
-    logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)  # (N, T, V)
     n = len(prompt)
-    tgt = ids[:, n:]  # (N, depth)
-    return logp[:, n - 1 : -1].gather(-1, tgt.unsqueeze(-1)).squeeze(-1).sum(-1)
+    out = torch.empty(len(trie.items), device=device)
+    for r, item in enumerate(trie.items):
+        ids = torch.tensor([list(prompt) + sid_ids(tokenizer, trie.item_sids[item])], device=device)
+        logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)[0]  # (T, V)
+        out[r] = logp[n - 1 : -1].gather(-1, ids[0, n:].unsqueeze(-1)).sum()
+    return out
+
+
+def _tree_layout(trie: SIDTrie) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The inner nodes in breadth-first order, the slots of their ancestors, and every node's parent.
+
+    Returns:
+        ``inner`` ``(n_inner,)`` node ids sorted by depth; ``anc`` ``(n_inner, depth - 1)`` where
+        ``anc[j, d - 1]`` is the position in ``inner`` of node j's ancestor at depth ``d`` (itself at its
+        own depth; -1 deeper than the node); ``parent`` ``(n_nodes,)`` (0 for the root and the sink).
+    """
+    n = trie.children.shape[0]
+    device = trie.children.device
+    is_inner = (trie.node_depth >= 1) & (trie.leaf_item < 0) & (trie.node_token >= 0)
+    ids = torch.arange(n, device=device)
+    inner = ids[is_inner][trie.node_depth[is_inner].argsort(stable=True)]
+    slot = torch.full((n,), -1, dtype=torch.long, device=device)
+    slot[inner] = torch.arange(len(inner), device=device)
+    parent = torch.zeros(n, dtype=torch.long, device=device)
+    real = trie.children >= 0
+    parent[trie.child_node[real]] = ids.unsqueeze(1).expand_as(real)[real]
+    anc = torch.full((len(inner), max(trie.depth - 1, 1)), -1, dtype=torch.long, device=device)
+    cur = inner.clone()
+    rows = torch.arange(len(inner), device=device)
+    for _ in range(trie.depth - 1):
+        ok = trie.node_depth[cur] >= 1
+        anc[rows[ok], trie.node_depth[cur[ok]] - 1] = slot[cur[ok]]
+        cur = torch.where(ok, parent[cur], cur)
+    return inner, anc, parent
+
+
+@torch.no_grad()
+def score_catalogue(
+    model, prompts: Sequence[Sequence[int]], trie: SIDTrie, pad_id: int, chunk: int = 256
+) -> torch.Tensor:
+    """Exact log-probability of every item's SID for each prompt, computing each shared prefix once.
+
+    Each prompt is prefilled once. Every inner node of the trie (a prefix shorter than a whole SID,
+    such as a distinct first token or first two tokens) then goes through the model once per
+    prompt, as a single token with a tree-shaped attention mask: it sees the prompt and its own
+    ancestors, at the position it has in the sequence prompt + prefix. Its log-probabilities score
+    the node's children, and a SID's score is the sum along its path: the same number a forward
+    pass over prompt + SID gives (:func:`score_all_items`), for one token per inner node instead of
+    one sequence per item. Inner nodes go through in breadth-first chunks of ``chunk`` tokens.
+
+    Returns:
+        ``(B, n_items)`` float32 scores in ``trie.items`` order.
+
+    Raises:
+        ValueError: the model's attention implementation cannot take a custom mask (use sdpa or eager).
+    """
+    attn = getattr(model.config, "_attn_implementation", "eager")
+    if attn not in ("sdpa", "eager"):
+        raise ValueError(f"exact scoring needs a custom attention mask: load the model with sdpa or eager, not {attn}")
+    device = trie.children.device
+    ids, mask = left_pad(prompts, pad_id, device)
+    b, t = ids.shape
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    cache = out.cache
+    edge = torch.zeros((b, trie.children.shape[0]), device=device)  # (B, n_nodes) log-prob of each node's token
+
+    def expand(nodes: torch.Tensor, logits: torch.Tensor) -> None:  # nodes (c,), logits (B, c, V)
+        kids = trie.children[nodes]  # (c, C)
+        tok_logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, kids.clamp(min=0).expand(b, -1, -1))
+        real = kids >= 0
+        edge[:, trie.child_node[nodes][real]] = tok_logp[:, real]
+
+    expand(torch.zeros(1, dtype=torch.long, device=device), out.logits[:, -1:])
+    inner, anc, parent = _tree_layout(trie)
+    last = pos[:, -1:]  # (B, 1) position of each prompt's last token
+    keep_prompt = mask.bool().unsqueeze(1)  # (B, 1, T)
+    for s in range(0, len(inner), chunk):
+        nodes = inner[s : s + chunk]
+        c = len(nodes)
+        allowed = torch.zeros((b, c, t + s + c), dtype=torch.bool, device=device)
+        allowed[:, :, :t] = keep_prompt
+        a = anc[s : s + c]
+        r, d = (a >= 0).nonzero(as_tuple=True)
+        allowed[:, r, t + a[r, d]] = True
+        if attn == "sdpa":
+            mask4 = allowed.unsqueeze(1)
+        else:  # eager attention adds the mask to the scores
+            mask4 = torch.zeros(allowed.shape, dtype=model.dtype, device=device)
+            mask4 = mask4.masked_fill(~allowed, torch.finfo(model.dtype).min).unsqueeze(1)
+        out = model(
+            input_ids=trie.node_token[nodes].expand(b, -1),
+            attention_mask=mask4,
+            position_ids=last + trie.node_depth[nodes].unsqueeze(0),
+            cache=cache,
+            use_cache=True,
+        )
+        cache = out.cache
+        expand(nodes, out.logits)
+    score = torch.zeros_like(edge)  # path sums, one depth at a time
+    for d in range(1, trie.depth + 1):
+        at = (trie.node_depth == d).nonzero(as_tuple=True)[0]
+        score[:, at] = score[:, parent[at]] + edge[:, at]
+    return score[:, trie.item_node]
+
+
+def memory_per_user(model, prompt_len: int, trie: SIDTrie, mode: str, num_beams: int, chunk: int = 256) -> int:
+    """Bytes one user's decoding holds at its peak: an estimate erring on the high side.
+
+    Beam search keeps a KV cache of ``num_beams`` rows (twice, while a reorder copies it) and
+    float32 log-probabilities over the vocabulary per beam; exact scoring keeps one cache row of
+    the prompt plus every inner node and the logits and mask of one chunk of inner nodes. Both add
+    the prefill's working set (one layer's activations and attention scores over the prompt).
+    """
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    elt = next(model.parameters()).element_size()
+    kv_token = 2 * cfg.num_hidden_layers * kv_heads * head_dim * elt
+    vocab = model.get_output_embeddings().weight.shape[0]
+    inter = getattr(cfg, "intermediate_size", None) or 4 * cfg.hidden_size
+    prefill = prompt_len * (4 * cfg.hidden_size + 3 * inter) * 4 + heads * prompt_len**2 * 4
+    if mode == "beam":
+        return 2 * kv_token * num_beams * (prompt_len + trie.depth) + 3 * num_beams * vocab * 4 + prefill
+    rows = max(1, min(chunk, trie.n_inner))
+    cached = prompt_len + trie.n_inner
+    working = rows * (3 * vocab * 4 + (cached + rows) * 4 + (4 * cfg.hidden_size + 3 * inter) * 4)
+    return kv_token * cached + working + prefill
+
+
+def fit_batch_size(per_user: int, available: int, fraction: float, max_batch: int) -> int:
+    """The most users per batch (at most ``max_batch``) whose decoding fits ``fraction`` of ``available`` bytes.
+
+    >>> fit_batch_size(per_user=10**9, available=16 * 10**9, fraction=0.5, max_batch=64)
+    8
+
+    Raises:
+        MemoryError: not even one user fits.
+    """
+    batch = min(max_batch, int(fraction * available // per_user))
+    if batch < 1:
+        raise MemoryError(
+            f"decoding one user needs about {per_user / 1e9:.2f} GB but {fraction:.0%} of the "
+            f"{available / 1e9:.2f} GB available is {fraction * available / 1e9:.2f} GB: lower eval.num_beams, "
+            "use a smaller model, or raise eval.memory_fraction"
+        )
+    return batch
+
+
+@dataclass
+class Ranking:
+    """The decoder's answer for a list of prompts, in prompt order."""
+
+    items: torch.Tensor  # (N, K) int64 item ids, best first; -1 past the end of the catalogue
+    scores: torch.Tensor  # (N, K) float32 SID log-probabilities; -inf past the end
+    batch_size: int  # users per batch in the end (after any out-of-memory halving)
+    seconds: float  # decoding wall time
+
+
+def rank(
+    model,
+    prompts: Sequence[Sequence[int]],
+    trie: SIDTrie,
+    pad_id: int,
+    *,
+    mode: str = "beam",
+    num_beams: int = 20,
+    top_k: int | None = None,
+    max_batch: int = 8,
+    memory_fraction: float = 0.5,
+    chunk: int = 256,
+    progress: bool = True,
+) -> Ranking:
+    """Rank the index's SIDs for every prompt: the entry point that evaluation, RL and recommend share.
+
+    Prompts are sorted by length so that batches carry little padding, and the batch size is the
+    largest (up to ``max_batch``) whose estimated peak fits ``memory_fraction`` of the memory free
+    now (:func:`memory_per_user`); on a GPU, an out-of-memory error halves it and retries the batch.
+
+    Args:
+        model: causal LM with the SID tokens, on the trie's device, in eval mode.
+        prompts: token ids per user.
+        trie: the index's :class:`SIDTrie`.
+        pad_id: padding id.
+        mode: ``beam`` (constrained beam search, :func:`constrained_beam_search`) or ``exact``
+            (the whole catalogue scored, :func:`score_catalogue`).
+        num_beams: beams of the search (beam mode).
+        top_k: results per user (default ``num_beams``; beam mode allows at most ``num_beams``).
+        max_batch: the most users per batch.
+        memory_fraction: share of the free memory decoding may plan to use.
+        chunk: inner nodes per forward pass (exact mode).
+        progress: show a progress bar.
+
+    Raises:
+        ValueError: unknown mode, or ``top_k`` > ``num_beams`` in beam mode.
+        MemoryError: one user does not fit.
+    """
+    from genrec.models import available_memory_bytes
+
+    if mode not in ("beam", "exact"):
+        raise ValueError(f"unknown decoding mode {mode!r}: use beam or exact")
+    k = top_k or num_beams
+    if mode == "beam" and k > num_beams:
+        raise ValueError(f"top_k {k} > num_beams {num_beams}: beam search returns at most num_beams SIDs")
+    device = trie.children.device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    longest = max((len(p) for p in prompts), default=1)
+    per_user = memory_per_user(model, longest, trie, mode, num_beams, chunk)
+    available = available_memory_bytes(device)
+    batch = fit_batch_size(per_user, available, memory_fraction, max_batch)
+    log.info(
+        "%s decoding: %d users, batch size %d (about %.3f GB per user, %.2f GB free, memory_fraction %.2f)",
+        mode,
+        len(prompts),
+        batch,
+        per_user / 1e9,
+        available / 1e9,
+        memory_fraction,
+    )
+    items = torch.full((len(prompts), k), -1, dtype=torch.long)
+    scores = torch.full((len(prompts), k), NEG_INF)
+    item_ids = torch.tensor(trie.items, device=device)
+    start = time.perf_counter()
+    bar = tqdm(total=len(prompts), desc=f"{mode} decoding", unit="user", disable=not progress)
+    s = 0
+    while s < len(order):
+        chunk_rows = order[s : s + batch]
+        batch_prompts = [prompts[i] for i in chunk_rows]
+        try:
+            if mode == "beam":
+                got_items, got_scores = constrained_beam_search(model, batch_prompts, trie, num_beams, pad_id)
+                got_items, got_scores = got_items[:, :k], got_scores[:, :k]
+            else:
+                full = score_catalogue(model, batch_prompts, trie, pad_id, chunk)
+                got_scores, idx = full.topk(min(k, full.shape[1]), dim=-1)
+                got_items = item_ids[idx]
+        except torch.OutOfMemoryError:
+            if batch == 1:
+                raise
+            batch = max(1, batch // 2)
+            log.warning("out of memory: batch size lowered to %d", batch)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        rows = torch.tensor(chunk_rows)
+        items[rows, : got_items.shape[1]] = got_items.cpu()
+        scores[rows, : got_scores.shape[1]] = got_scores.float().cpu()
+        s += len(chunk_rows)
+        bar.update(len(chunk_rows))
+    bar.close()
+    return Ranking(items, scores, batch, time.perf_counter() - start)

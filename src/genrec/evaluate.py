@@ -2,24 +2,23 @@
 
 Writes ``eval_results.json`` (a list of ``{"input", "output", "predict", ...}`` rows as
 MiniOneRec's ``final_result_*.json``, plus our ``user_id``, ``item_id`` and ``scores``) and
-``metrics.json`` (the metrics of :mod:`genrec.metrics`, throughput and settings).
+``metrics.json`` (the metrics of :mod:`genrec.metrics` with 95% bootstrap intervals, throughput
+in users/s, peak memory, the batch size used and the decoding settings). Decoding is
+:func:`genrec.decoding.rank`: constrained beam search, or (``mode: exact``) the whole catalogue scored.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
 
 import torch
-from tqdm.auto import tqdm
 
 from genrec.data.format import read_split
-from genrec.decoding import SIDTrie, constrained_beam_search
+from genrec.decoding import SIDTrie, rank
 from genrec.io import read_json, write_json
 from genrec.logs import log_settings
 from genrec.metrics import ranking_metrics
-from genrec.models import load_checkpoint, peak_memory_gb, pick_device
+from genrec.models import load_checkpoint, peak_memory_gb, pick_device, reset_peak_memory
 from genrec.prompts import next_item_text, prompt_ids
 from genrec.settings import EvalSettings
 from genrec.sids import load_index, sid_strings
@@ -30,8 +29,15 @@ log = logging.getLogger(__name__)
 def write_results(
     rows: list[dict], targets: list[str], valid: set[str], results_json: str, metrics_json: str, extra: dict
 ) -> dict:
-    """Compute metrics for ranked rows and write both result files (shared with the baselines)."""
+    """Compute metrics for ranked rows and write both result files (shared with the baselines).
+
+    Raises:
+        RuntimeError: a prediction is not in ``valid`` (constrained decoding and the baselines only
+            rank real items, so this is a bug); nothing is written.
+    """
     metrics = ranking_metrics([r["predict"] for r in rows], targets, valid)
+    if metrics["invalid_rate"] != 0:
+        raise RuntimeError(f"{metrics['invalid_rate']:.2%} of predicted entries are not valid items; nothing written")
     metrics.update(extra)
     write_json(results_json, rows, indent=1)
     write_json(metrics_json, metrics)
@@ -72,8 +78,8 @@ def evaluate(
     if threads:
         torch.set_num_threads(threads)
     policy = read_json(policy_json, "policy file")
-    model, tokenizer = load_checkpoint(policy["checkpoint"])
     device = pick_device()
+    model, tokenizer = load_checkpoint(policy["checkpoint"], dtype=decode_dtype(settings.dtype, device))
     model.to(device)
     index = load_index(sid_index)
     sids = sid_strings(index)
@@ -83,29 +89,23 @@ def evaluate(
         df = df.head(settings.max_users)
     hists = [[sids[i] for i in h] for h in df["history"]]
     prompts = [prompt_ids(tokenizer, h) for h in hists]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths batch together
-    ranked: dict[int, tuple[list[int], list[float]]] = {}
-    start = time.perf_counter()
-    for s in tqdm(
-        range(0, len(order), settings.batch_size),
-        desc="evaluate",
-        unit="batch",
-        total=math.ceil(len(order) / settings.batch_size),
-    ):
-        chunk = order[s : s + settings.batch_size]
-        items, scores = constrained_beam_search(
-            model, [prompts[i] for i in chunk], trie, settings.num_beams, tokenizer.pad_token_id
-        )
-        for r, i in enumerate(chunk):
-            keep = items[r, : settings.list_length] >= 0
-            ranked[i] = (
-                items[r, : settings.list_length][keep].tolist(),
-                scores[r, : settings.list_length][keep].tolist(),
-            )
-    elapsed = time.perf_counter() - start
+    reset_peak_memory()
+    ranking = rank(
+        model,
+        prompts,
+        trie,
+        tokenizer.pad_token_id,
+        mode=settings.mode,
+        num_beams=settings.num_beams,
+        top_k=settings.list_length,
+        max_batch=settings.batch_size,
+        memory_fraction=settings.memory_fraction,
+        chunk=settings.exact_chunk,
+    )
     rows, targets = [], []
     for i, (user, target) in enumerate(zip(df["user_id"], df["item_id"])):
-        pred_items, pred_scores = ranked[i]
+        keep = ranking.items[i] >= 0
+        pred_items = ranking.items[i][keep].tolist()
         rows.append(
             {
                 "input": next_item_text(hists[i]),
@@ -114,16 +114,30 @@ def evaluate(
                 "user_id": user,
                 "item_id": int(target),
                 "predict_items": pred_items,
-                "scores": [round(x, 5) for x in pred_scores],
+                "scores": [round(x, 5) for x in ranking.scores[i][keep].tolist()],
             }
         )
         targets.append(sids[int(target)])
     extra = {
-        "users_per_s": len(rows) / elapsed,
-        "decode_time_s": elapsed,
+        "users_per_s": len(rows) / ranking.seconds,
+        "decode_time_s": ranking.seconds,
         "peak_memory_gb": peak_memory_gb(),
+        "batch_size_used": ranking.batch_size,
+        "prompt_tokens_mean": sum(map(len, prompts)) / len(prompts),
         "device": str(device),
+        "dtype": str(model.dtype).removeprefix("torch."),
         "checkpoint": policy["checkpoint"],
         "settings": settings.to_dict(),
     }
     return write_results(rows, targets, set(sids.values()), results_json, metrics_json, extra)
+
+
+def decode_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The weight dtype for decoding: ``auto`` is bfloat16 on a GPU and float32 on CPU.
+
+    >>> decode_dtype("auto", torch.device("cpu")), decode_dtype("bfloat16", torch.device("cpu"))
+    (torch.float32, torch.bfloat16)
+    """
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)

@@ -7,12 +7,13 @@ ranked list (absent = miss):
 * ``NDCG@K`` = mean of 1[r < K] / log2(r + 2)   (IDCG = 1 with one relevant item)
 * ``MRR``    = mean of 1 / (r + 1), 0 for a miss, over the whole list (its length is reported)
 * ``invalid_rate`` = share of predicted entries that are not a SID of the index
+* ``ci95``   = 95% percentile bootstrap interval of each mean (test rows resampled, 2,000 times, seed 0)
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 KS = (1, 3, 5, 10, 20)
 
@@ -34,17 +35,20 @@ def ranking_metrics(
     targets: Sequence[str],
     valid: Collection[str],
     ks: Sequence[int] = KS,
-) -> dict[str, float]:
-    """HR@K, NDCG@K, MRR and invalid rate over all rows.
+    n_boot: int = 2000,
+) -> dict:
+    """HR@K, NDCG@K, MRR and invalid rate over all rows, with 95% bootstrap intervals.
 
     Args:
         predictions: per row, the ranked list of predicted SIDs (best first).
         targets: per row, the target SID.
         valid: every SID of the index.
         ks: cut-offs; a K beyond the list length is not reported.
+        n_boot: bootstrap resamples of the rows for the intervals (seeded: the same rows give the same intervals).
 
     Returns:
-        ``{"HR@K": ..., "NDCG@K": ..., "MRR": ..., "invalid_rate": ..., "n": ..., "list_length": ...}``.
+        ``{"HR@K": ..., "NDCG@K": ..., "MRR": ..., "invalid_rate": ..., "n": ..., "list_length": ...,
+        "ci95": {"HR@K": [low, high], ...}}``.
 
     Raises:
         ValueError: no rows, or predictions and targets differ in length.
@@ -54,16 +58,73 @@ def ranking_metrics(
     n = len(targets)
     length = max(len(p) for p in predictions)
     ranks = [target_rank(p, t) for p, t in zip(predictions, targets)]
-    out: dict[str, float] = {"n": n, "list_length": length}
-    for k in ks:
-        if k > length:
-            continue
-        out[f"HR@{k}"] = sum(r is not None and r < k for r in ranks) / n
-        out[f"NDCG@{k}"] = sum(1.0 / math.log2(r + 2) for r in ranks if r is not None and r < k) / n
-    out["MRR"] = sum(1.0 / (r + 1) for r in ranks if r is not None) / n
+    names = [f"{m}@{k}" for k in ks if k <= length for m in ("HR", "NDCG")] + ["MRR"]
+    rows = {name: per_row(ranks, name) for name in names}
+    out: dict = {"n": n, "list_length": length}
+    out.update({name: sum(v) / n for name, v in rows.items()})
     total = sum(len(p) for p in predictions)
     out["invalid_rate"] = sum(x not in valid for p in predictions for x in p) / total if total else 0.0
+    out["ci95"] = bootstrap_cis(rows, n_boot=n_boot)
     return out
+
+
+def bootstrap_means(x, n_boot: int = 2000, seed: int = 0):
+    """Means of ``n_boot`` resamples of the rows of ``x`` ``(n,)`` or ``(n, m)`` (rows resampled together).
+
+    Resamples are drawn in blocks, so memory stays bounded for large test sets; the draws are the
+    same as one ``rng.integers(0, n, (n_boot, n))`` call.
+
+    Returns:
+        ``(n_boot,)`` or ``(n_boot, m)`` array.
+    """
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    n = len(x)
+    if n == 0:
+        raise ValueError("bootstrap needs at least one row")
+    rng = np.random.default_rng(seed)
+    block = max(1, 4_000_000 // n)
+    means = []
+    for s in range(0, n_boot, block):
+        idx = rng.integers(0, n, size=(min(block, n_boot - s), n))
+        means.append(
+            x[idx].mean(axis=1) if x.ndim == 1 else np.stack([x[idx, j].mean(1) for j in range(x.shape[1])], 1)
+        )
+    return np.concatenate(means)
+
+
+def bootstrap_cis(columns: Mapping[str, Sequence[float]], n_boot: int = 2000, seed: int = 0) -> dict[str, list[float]]:
+    """95% percentile bootstrap interval of the mean of each per-row column (rows resampled together).
+
+    >>> bootstrap_cis({"HR@1": [1.0] * 10})
+    {'HR@1': [1.0, 1.0]}
+    """
+    import numpy as np
+
+    names = list(columns)
+    means = bootstrap_means(np.column_stack([columns[c] for c in names]), n_boot, seed)
+    low, high = np.percentile(means, [2.5, 97.5], axis=0)
+    return {c: [float(low[j]), float(high[j])] for j, c in enumerate(names)}
+
+
+def beam_miss(
+    beam_items: Sequence[Sequence[int]], exact_items: Sequence[Sequence[int]], k: int = 10
+) -> dict[str, float]:
+    """How far beam search falls short of the exact ranking's top ``k``.
+
+    Returns:
+        ``miss_rate``: share of the exact top-k items (over all users) missing from the beam's
+        top k; ``users_with_miss``: share of users whose beam top k is not the exact top-k set.
+
+    >>> beam_miss([[1, 2], [3, 4]], [[1, 2], [3, 5]], k=2)
+    {'miss_rate': 0.25, 'users_with_miss': 0.5}
+    """
+    if len(beam_items) != len(exact_items) or not beam_items:
+        raise ValueError("need one beam list per exact list")
+    missed = [len(set(e[:k]) - set(b[:k])) for b, e in zip(beam_items, exact_items)]
+    total = sum(len(e[:k]) for e in exact_items)
+    return {"miss_rate": sum(missed) / total, "users_with_miss": sum(m > 0 for m in missed) / len(missed)}
 
 
 def row_ranks(rows: Sequence[dict]) -> list[int | None]:
@@ -99,8 +160,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
     x = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if len(x) == 0:
         raise ValueError("paired_bootstrap needs at least one row")
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
+    means = bootstrap_means(x, n_boot, seed)
     p = 2 * min((means <= 0).mean(), (means >= 0).mean())
     return {
         "diff": float(x.mean()),

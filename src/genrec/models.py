@@ -214,6 +214,29 @@ def reset_peak_memory() -> None:
         pass  # not Linux (or not permitted): the peak then covers the whole process
 
 
+def available_memory_bytes(device: torch.device) -> int:
+    """Memory a new allocation can use now: free GPU memory, or on CPU the smaller of the system's
+    ``MemAvailable`` and the room left under this process's cgroup limit (SLURM jobs run in one)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+            avail = min(avail, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return max(int(avail), 0)
+
+
 def peak_memory_gb() -> float:
     """Peak GPU memory if CUDA is in use, else this process's peak RSS (since the last reset), in GB."""
     if torch.cuda.is_available():

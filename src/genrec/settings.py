@@ -207,6 +207,8 @@ class SIDSettings(_Settings):
 
 # ----------------------------------------------------------------------------- SFT
 SFT_MODES = ("full", "frozen", "lora", "qlora")
+EVAL_MODES = ("beam", "exact")
+EVAL_DTYPES = ("auto", "float32", "bfloat16", "float16")
 SFT_TASKS = ("next_sid", "title_history", "title2sid", "sid2title", "desc2sid")  # see genrec.prompts.TASKS
 LORA_TARGETS = {  # shorthands for lora_target_modules (MiniOneRec's LoRA recipe)
     "all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
@@ -299,15 +301,27 @@ class RLSettings(_Settings):
 # ----------------------------------------------------------------------------- evaluation
 @dataclass(frozen=True)
 class EvalSettings(_Settings):
+    mode: str = "beam"  # beam: constrained beam search; exact: score every item's SID and rank the whole catalogue
     num_beams: int = 20  # beams of the constrained search: more beams, closer to the exact ranking, slower
     top_k: int = 0  # length of each saved ranked list (metrics use K <= top_k); 0 = num_beams
-    batch_size: int = 8  # users per decoding batch
+    batch_size: int = 8  # the most users per decoding batch (lowered to what fits in memory_fraction)
+    memory_fraction: float = 0.5  # share of the free memory (GPU, else RAM) a decoding batch may plan to use
+    exact_chunk: int = 256  # exact mode: SID prefixes scored per forward pass
+    dtype: str = "auto"  # weights while decoding: auto = bfloat16 on a GPU, float32 on CPU
     max_users: int = 0  # 0 = the whole test split; else the first N rows (quick looks only)
 
     def __post_init__(self) -> None:
+        _check(self.mode in EVAL_MODES, f"eval.mode must be one of {', '.join(EVAL_MODES)}, got {self.mode!r}")
         _check(self.num_beams >= 1, "eval.num_beams must be >= 1")
-        _check(0 <= self.top_k <= self.num_beams, "eval.top_k must be between 1 and num_beams (0 = num_beams)")
+        _check(
+            self.mode == "exact" or self.top_k <= self.num_beams,
+            "eval.top_k must be between 1 and num_beams (0 = num_beams) in beam mode",
+        )
+        _check(self.top_k >= 0, "eval.top_k must be >= 0")
         _check(self.batch_size >= 1 and self.max_users >= 0, "eval.batch_size must be >= 1 and max_users >= 0")
+        _check(0 < self.memory_fraction <= 0.95, "eval.memory_fraction must be in (0, 0.95]")
+        _check(self.exact_chunk >= 1, "eval.exact_chunk must be >= 1")
+        _check(self.dtype in EVAL_DTYPES, f"eval.dtype must be one of {', '.join(EVAL_DTYPES)}, got {self.dtype!r}")
 
     @property
     def list_length(self) -> int:
