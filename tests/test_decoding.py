@@ -2,6 +2,7 @@ import random
 
 import pytest
 import torch
+from oracle import hf_constrained_beam_search
 
 from genrec.decoding import (
     SIDTrie,
@@ -85,74 +86,6 @@ def test_sid_token_missing_from_tokenizer(model_and_index):
         SIDTrie.from_index({0: ["<z_999>", "<y_1>"]}, tok)
 
 
-FILLER = 100  # an ordinary token the oracle appends to a finished shorter SID (never an EOS)
-
-
-class _FinishedSIDIsFree:
-    """Give the filler log-prob 0 after a finished SID, so that a short SID keeps its score (our STAY)."""
-
-    def __init__(self, done):
-        self.done = done
-
-    def __call__(self, input_ids, scores):
-        for r, ids in enumerate(input_ids):
-            if self.done(ids):
-                scores[r] = float("-inf")
-                scores[r, FILLER] = 0.0
-        return scores
-
-
-def hf_constrained_beam_search(model, prompt, tok, index, num_beams):
-    """The reference: Hugging Face beam search with a prefix-allowed-tokens function (MiniOneRec's way).
-
-    Sampling off, no length penalty (scores are sums of SID token log-probabilities), exactly the
-    longest SID length of new tokens; the model's generation-config defaults (top_k/top_p) are
-    overridden. A SID shorter than the longest is followed by filler tokens of log-prob 0.
-    """
-    from transformers import LogitsProcessorList
-
-    seqs = {tuple(tok.convert_tokens_to_ids(t)): i for i, t in index.items()}
-    prefixes: dict[tuple, set] = {}
-    for s in seqs:
-        for k in range(len(s)):
-            prefixes.setdefault(s[:k], set()).add(s[k])
-    n, length = len(prompt), max(map(len, seqs))
-
-    def sid_of(ids):
-        new = ids[n:].tolist()
-        while new and new[-1] == FILLER:
-            new.pop()
-        return tuple(new)
-
-    def done(ids):
-        return sid_of(ids) in seqs
-
-    def allowed(_, ids):
-        return [FILLER] if done(ids) else sorted(prefixes[sid_of(ids)])
-
-    out = model.generate(
-        input_ids=torch.tensor([prompt]),
-        attention_mask=torch.ones(1, n, dtype=torch.long),
-        num_beams=num_beams,
-        num_return_sequences=num_beams,
-        max_new_tokens=length,
-        min_new_tokens=length,
-        do_sample=False,
-        top_k=None,
-        top_p=None,
-        temperature=None,
-        length_penalty=0.0,
-        early_stopping=True,
-        prefix_allowed_tokens_fn=allowed,
-        logits_processor=LogitsProcessorList([_FinishedSIDIsFree(done)]),
-        output_scores=True,
-        return_dict_in_generate=True,
-        pad_token_id=tok.pad_token_id,
-    )
-    items = [seqs[sid_of(s)] for s in out.sequences]
-    return items, out.sequences_scores
-
-
 def mixed_length_index(index):
     """Items whose first code is 0 lose their last level; the SIDs stay prefix-free (duplicates dropped)."""
     out, seen = {}, set()
@@ -172,9 +105,12 @@ def test_vectorised_beam_search_equals_the_hugging_face_oracle(model_and_index):
     for beams in (4, 10):
         items, scores = constrained_beam_search(model, prompts, trie, beams, tok.pad_token_id)
         for r, p in enumerate(prompts):
-            ref_items, ref_scores = hf_constrained_beam_search(model, p, tok, index, beams)
-            assert items[r].tolist() == ref_items
-            torch.testing.assert_close(scores[r], ref_scores.float(), atol=1e-4, rtol=1e-4)
+            ref_items, ref_scores = hf_constrained_beam_search(model, [p], tok, index, beams)
+            assert items[r].tolist() == ref_items[0]
+            torch.testing.assert_close(scores[r], ref_scores[0].float(), atol=1e-4, rtol=1e-4)
+        ref_items, ref_scores = hf_constrained_beam_search(model, prompts, tok, index, beams)  # batched, padded
+        assert items.tolist() == ref_items
+        torch.testing.assert_close(scores, ref_scores.float(), atol=1e-4, rtol=1e-4)
 
 
 def test_beam_search_equals_the_oracle_with_sids_of_different_lengths(model_and_index):
@@ -186,9 +122,9 @@ def test_beam_search_equals_the_oracle_with_sids_of_different_lengths(model_and_
     for beams in (4, 10):
         items, scores = constrained_beam_search(model, prompts, trie, beams, tok.pad_token_id)
         for r, p in enumerate(prompts):
-            ref_items, ref_scores = hf_constrained_beam_search(model, p, tok, mixed, beams)
-            assert items[r].tolist() == ref_items
-            torch.testing.assert_close(scores[r], ref_scores.float(), atol=1e-4, rtol=1e-4)
+            ref_items, ref_scores = hf_constrained_beam_search(model, [p], tok, mixed, beams)
+            assert items[r].tolist() == ref_items[0]
+            torch.testing.assert_close(scores[r], ref_scores[0].float(), atol=1e-4, rtol=1e-4)
     items, scores = constrained_beam_search(model, prompts, trie, len(mixed), tok.pad_token_id)
     for r, p in enumerate(prompts):  # beams covering the catalogue: the exact ranking, short SIDs included
         exact = score_all_items(model, p, trie, tok)
