@@ -37,7 +37,8 @@ from genrec.metrics import beam_miss
 from genrec.models import load_causal_lm, load_checkpoint, peak_memory_gb, reset_peak_memory
 from genrec.prompts import prompt_ids
 from genrec.sft import add_sid_tokens
-from genrec.sids import load_index, sid_strings
+from genrec.sid import add_dedup_level, index_to_codes
+from genrec.sids import codes_to_index, load_index, sid_strings
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -67,11 +68,16 @@ def default_job_inputs(workdir: Path):
     return model, tok, index, test, f"default job checkpoint ({ckpt})"
 
 
-def office_inputs(shape: str | None, dtype: torch.dtype):
-    """SmolLM2-135M (or a random model of ``shape``) given Office_Products' SID tokens, and its test split."""
-    index = load_index(OFFICE / "index.json")
-    items = read_items(OFFICE / "item.json")
-    test = read_split(OFFICE / "test.csv", n_items=len(index))
+def office_inputs(office: Path, shape: str | None, dtype: torch.dtype):
+    """SmolLM2-135M (or a random model of ``shape``) given Office_Products' SID tokens, and its test split.
+
+    The shipped index has collisions; they are resolved as ``sid_methods: {method: import}`` does (a
+    fourth level numbering the items of each collision group).
+    """
+    raw = load_index(office / "index.json", allow_collisions=True)
+    index = codes_to_index(add_dedup_level(index_to_codes(raw))[0])
+    items = read_items(office / "item.json")
+    test = read_split(office / "test.csv", n_items=len(index))
     from tiny import smollm2_tokenizer
 
     tok = smollm2_tokenizer()
@@ -110,6 +116,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default="/tmp/genrec-default", help="default job directory (data: default)")
     ap.add_argument("--data", choices=["default", "office"], default="default")
+    ap.add_argument("--office-dir", type=Path, default=OFFICE, help="MiniOneRec's Office_Products files")
     ap.add_argument("--shape", choices=sorted(SHAPES), help="office: a random model of this shape, not SmolLM2")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     ap.add_argument("--beams", type=int, default=50)
@@ -125,7 +132,7 @@ def main() -> None:
         model, tok, index, test, what = default_job_inputs(Path(args.workdir))
         model = model.to(dtype)
     else:
-        model, tok, index, test, what = office_inputs(args.shape, dtype)
+        model, tok, index, test, what = office_inputs(args.office_dir, args.shape, dtype)
     model.to(device).eval()
     sids = sid_strings(index)
     trie = SIDTrie.from_index(index, tok).to(device)

@@ -224,3 +224,60 @@ def test_recommend_uses_the_shared_decoder(model_and_index):
         assert all(x["sid"] == format_sid(index[x["item_id"]]) for x in recs[r])
     with pytest.raises(KeyError, match=r"history items \[999\] are not in the SID index"):
         recommend(model, tok, trie, [[1, 999]])
+
+
+def test_evaluate_in_exact_mode_equals_beams_covering_the_catalogue(model_and_index, tmp_path):
+    import json
+
+    import pandas as pd
+
+    from genrec.evaluate import evaluate
+    from genrec.settings import EvalSettings
+
+    model, tok, index = model_and_index
+    model.save_pretrained(tmp_path / "ckpt")
+    tok.save_pretrained(tmp_path / "ckpt")
+    (tmp_path / "policy.json").write_text(json.dumps({"checkpoint": str(tmp_path / "ckpt")}))
+    (tmp_path / "index.json").write_text(json.dumps({str(i): v for i, v in index.items()}))
+    rng = random.Random(1)
+    rows = []
+    for u in range(6):
+        hist = [rng.randrange(len(index)) for _ in range(1 + u)]
+        rows.append(
+            {
+                "user_id": f"u{u}",
+                "history_item_title": str([f"item {i}" for i in hist]),
+                "item_title": "t",
+                "history_item_id": str(hist),
+                "item_id": rng.randrange(len(index)),
+                "history_item_sid": str([format_sid(index[i]) for i in hist]),
+                "item_sid": "",
+            }
+        )
+    pd.DataFrame(rows).to_csv(tmp_path / "test.csv", index=False)
+    got = {}
+    for mode in ("beam", "exact"):
+        settings = EvalSettings(mode=mode, num_beams=len(index), top_k=20)
+        out = (tmp_path / f"{mode}_results.json", tmp_path / f"{mode}_metrics.json")
+        got[mode] = evaluate(settings, tmp_path / "policy.json", tmp_path / "test.csv", tmp_path / "index.json", *out)
+        got[mode]["rows"] = json.loads(out[0].read_text())
+        assert json.loads(out[1].read_text())["settings"]["mode"] == mode
+    assert [r["predict"] for r in got["beam"]["rows"]] == [r["predict"] for r in got["exact"]["rows"]]
+    for name in ("HR@1", "HR@20", "NDCG@10", "MRR", "invalid_rate"):
+        assert got["beam"][name] == got["exact"][name]
+    assert got["exact"]["invalid_rate"] == 0 and all(len(r["predict"]) == 20 for r in got["exact"]["rows"])
+
+
+def test_generation_config_cannot_change_the_result(model_and_index):
+    """MiniOneRec's beam search inherits the instruct model's top_k/top_p; ours reads no generation config."""
+    model, tok, index = model_and_index
+    trie = SIDTrie.from_index(index, tok)
+    prompts = _prompts(tok, index)
+    before = constrained_beam_search(model, prompts, trie, 5, tok.pad_token_id)
+    saved = model.generation_config.to_dict()
+    try:
+        model.generation_config.update(do_sample=True, top_k=2, top_p=0.5, temperature=3.0, length_penalty=5.0)
+        after = constrained_beam_search(model, prompts, trie, 5, tok.pad_token_id)
+    finally:
+        model.generation_config.update(**saved)
+    assert before[0].tolist() == after[0].tolist() and torch.equal(before[1], after[1])

@@ -297,30 +297,58 @@ def score_catalogue(
 
     expand(torch.zeros(1, dtype=torch.long, device=device), out.logits[:, -1:])
     inner, anc, parent = _tree_layout(trie)
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(isinstance(getattr(layer, "keys", None), torch.Tensor) for layer in layers):
+        raise ValueError(f"exact scoring needs a per-layer key/value cache; {type(cache).__name__} has none")
+    prompt_kv = [(layer.keys, layer.values) for layer in layers]
+    store: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, the keys/values of every inner node
     last = pos[:, -1:]  # (B, 1) position of each prompt's last token
     keep_prompt = mask.bool().unsqueeze(1)  # (B, 1, T)
-    for s in range(0, len(inner), chunk):
-        nodes = inner[s : s + chunk]
-        c = len(nodes)
-        allowed = torch.zeros((b, c, t + s + c), dtype=torch.bool, device=device)
-        allowed[:, :, :t] = keep_prompt
-        a = anc[s : s + c]
-        r, d = (a >= 0).nonzero(as_tuple=True)
-        allowed[:, r, t + a[r, d]] = True
-        if attn == "sdpa":
-            mask4 = allowed.unsqueeze(1)
-        else:  # eager attention adds the mask to the scores
-            mask4 = torch.zeros(allowed.shape, dtype=model.dtype, device=device)
-            mask4 = mask4.masked_fill(~allowed, torch.finfo(model.dtype).min).unsqueeze(1)
-        out = model(
-            input_ids=trie.node_token[nodes].expand(b, -1),
-            attention_mask=mask4,
-            position_ids=last + trie.node_depth[nodes].unsqueeze(0),
-            cache=cache,
-            use_cache=True,
-        )
-        cache = out.cache
-        expand(nodes, out.logits)
+    node_depth = trie.node_depth[inner]
+    for level in range(1, trie.depth):
+        slots = (node_depth == level).nonzero(as_tuple=True)[0]
+        for s in range(0, len(slots), chunk):
+            at = slots[s : s + chunk]  # (c,) positions in ``inner``; their ancestors are all stored already
+            nodes = inner[at]
+            c = len(at)
+            if level == 1:
+                uniq, inv = at[:0], anc.new_zeros((c, 0))
+            else:
+                uniq, inv = torch.unique(anc[at, : level - 1], return_inverse=True)  # (u,), (c, level - 1)
+            for layer, (pk, pv), kv in zip(layers, prompt_kv, store or [None] * len(layers)):
+                layer.keys = pk if kv is None else torch.cat([pk, kv[0][:, :, uniq]], dim=-2)
+                layer.values = pv if kv is None else torch.cat([pv, kv[1][:, :, uniq]], dim=-2)
+            u = len(uniq)
+            allowed = torch.zeros((b, c, t + u + c), dtype=torch.bool, device=device)
+            allowed[:, :, :t] = keep_prompt
+            rows = torch.arange(c, device=device)
+            allowed[:, rows.unsqueeze(1).expand_as(inv), t + inv] = True  # the node's ancestors
+            allowed[:, rows, t + u + rows] = True  # itself
+            if attn == "sdpa":
+                mask4 = allowed.unsqueeze(1)
+            else:  # eager attention adds the mask to the scores
+                mask4 = torch.zeros(allowed.shape, dtype=model.dtype, device=device)
+                mask4 = mask4.masked_fill(~allowed, torch.finfo(model.dtype).min).unsqueeze(1)
+            out = model(
+                input_ids=trie.node_token[nodes].expand(b, -1),
+                attention_mask=mask4,
+                position_ids=last + level,
+                cache=cache,
+                use_cache=True,
+            )
+            expand(nodes, out.logits)
+            if level < trie.depth - 1:  # deeper inner nodes will attend to these
+                if not store:
+                    store = [
+                        (
+                            layer.keys.new_zeros((*layer.keys.shape[:2], len(inner), layer.keys.shape[-1])),
+                            layer.values.new_zeros((*layer.values.shape[:2], len(inner), layer.values.shape[-1])),
+                        )
+                        for layer in layers
+                    ]
+                for layer, (k, v) in zip(layers, store):
+                    k[:, :, at] = layer.keys[:, :, -c:]
+                    v[:, :, at] = layer.values[:, :, -c:]
     score = torch.zeros_like(edge)  # path sums, one depth at a time
     for d in range(1, trie.depth + 1):
         at = (trie.node_depth == d).nonzero(as_tuple=True)[0]
@@ -332,8 +360,8 @@ def memory_per_user(model, prompt_len: int, trie: SIDTrie, mode: str, num_beams:
     """Bytes one user's decoding holds at its peak: an estimate erring on the high side.
 
     Beam search keeps a KV cache of ``num_beams`` rows (twice, while a reorder copies it) and
-    float32 log-probabilities over the vocabulary per beam; exact scoring keeps one cache row of
-    the prompt plus every inner node and the logits and mask of one chunk of inner nodes. Both add
+    float32 log-probabilities over the vocabulary per beam; exact scoring keeps the keys and values
+    of every inner node, one chunk's cache (prompt, ancestors, chunk) and its logits and mask. Both add
     the prefill's working set (one layer's activations and attention scores over the prompt).
     """
     cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -348,8 +376,8 @@ def memory_per_user(model, prompt_len: int, trie: SIDTrie, mode: str, num_beams:
     if mode == "beam":
         return 2 * kv_token * num_beams * (prompt_len + trie.depth) + 3 * num_beams * vocab * 4 + prefill
     rows = max(1, min(chunk, trie.n_inner))
-    cached = prompt_len + trie.n_inner
-    working = rows * (3 * vocab * 4 + (cached + rows) * 4 + (4 * cfg.hidden_size + 3 * inter) * 4)
+    cached = 2 * prompt_len + trie.n_inner + 3 * rows  # the store, and one chunk's cache (prompt, ancestors, chunk)
+    working = rows * (3 * vocab * 4 + (prompt_len + 2 * rows) * 4 + (4 * cfg.hidden_size + 3 * inter) * 4)
     return kv_token * cached + working + prefill
 
 
