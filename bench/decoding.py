@@ -38,7 +38,7 @@ from genrec.models import load_causal_lm, load_checkpoint, peak_memory_gb, reset
 from genrec.prompts import prompt_ids
 from genrec.sft import add_sid_tokens
 from genrec.sid import add_dedup_level, index_to_codes
-from genrec.sids import codes_to_index, load_index, sid_strings
+from genrec.sids import codes_to_index, load_index, sid_strings, vocabulary
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -92,7 +92,10 @@ def office_inputs(office: Path, shape: str | None, dtype: torch.dtype):
         cfg = Qwen2Config(vocab_size=151936, max_position_embeddings=4096, tie_word_embeddings=True, **SHAPES[shape])
         model = Qwen2ForCausalLM(cfg)
         what = f"random {shape}-shaped model (vocabulary 151,936)"
-    add_sid_tokens(model, tok, index, items)
+    if shape is None:
+        add_sid_tokens(model, tok, index, items)
+    else:  # the SID tokens get ids below 151,936: the random rows are already there, the shape stays
+        tok.add_tokens(vocabulary(index))
     return model.to(dtype), tok, index, test, what
 
 

@@ -27,6 +27,17 @@ def _index(n=30, shape=(3, 4, 5), seed=0):
     return {i: [f"<{chr(97 + lv)}_{c}>" for lv, c in enumerate(code)] for i, code in enumerate(sorted(codes))}
 
 
+def mixed_length_index(index):
+    """Items whose first code is 0 lose their last level; the SIDs stay prefix-free (duplicates dropped)."""
+    out, seen = {}, set()
+    for sid in index.values():
+        short = tuple(sid[:2] if sid[0] == "<a_0>" else sid)
+        if short not in seen:
+            seen.add(short)
+            out[len(out)] = list(short)
+    return out
+
+
 @pytest.fixture(scope="module")
 def model_and_index(tiny_model_dir):
     tok = load_tokenizer({"path": str(tiny_model_dir)})
@@ -46,13 +57,15 @@ def _prompts(tok, index):
     return [prompt_ids(tok, sids[:1]), prompt_ids(tok, sids[3:6]), prompt_ids(tok, sids[10:17])]
 
 
-def test_beam_search_matches_brute_force_when_beams_cover_catalogue(model_and_index):
+@pytest.mark.parametrize("mixed", [False, True])
+def test_beam_search_matches_brute_force_when_beams_cover_catalogue(model_and_index, mixed):
     model, tok, index = model_and_index
-    trie = SIDTrie.from_index(index, tok)
+    idx = mixed_length_index(index) if mixed else index
+    trie = SIDTrie.from_index(idx, tok)
     prompts = _prompts(tok, index)
     assert len({len(p) for p in prompts}) == 3
-    items, scores = constrained_beam_search(model, prompts, trie, num_beams=len(index), pad_id=tok.pad_token_id)
-    for r, p in enumerate(prompts):
+    items, scores = constrained_beam_search(model, prompts, trie, num_beams=len(idx), pad_id=tok.pad_token_id)
+    for r, p in enumerate(prompts):  # the exact ranking, short SIDs included
         exact = score_all_items(model, p, trie, tok)
         order = exact.argsort(descending=True)
         assert items[r].tolist() == order.tolist()
@@ -86,51 +99,24 @@ def test_sid_token_missing_from_tokenizer(model_and_index):
         SIDTrie.from_index({0: ["<z_999>", "<y_1>"]}, tok)
 
 
-def mixed_length_index(index):
-    """Items whose first code is 0 lose their last level; the SIDs stay prefix-free (duplicates dropped)."""
-    out, seen = {}, set()
-    for sid in index.values():
-        short = tuple(sid[:2] if sid[0] == "<a_0>" else sid)
-        if short not in seen:
-            seen.add(short)
-            out[len(out)] = list(short)
-    return out
-
-
-def test_vectorised_beam_search_equals_the_hugging_face_oracle(model_and_index):
-    """Same top-K SIDs and scores as HF beam search, per user of a mixed-length batch."""
+@pytest.mark.parametrize("mixed", [False, True])
+def test_vectorised_beam_search_equals_the_hugging_face_oracle(model_and_index, mixed):
+    """Same top-K SIDs and scores as HF beam search, per user and for a padded batch of mixed prompt lengths;
+    also when the index holds SIDs of two lengths."""
     model, tok, index = model_and_index
-    trie = SIDTrie.from_index(index, tok)
+    idx = mixed_length_index(index) if mixed else index
+    assert {len(v) for v in idx.values()} == ({2, 3} if mixed else {3})
+    trie = SIDTrie.from_index(idx, tok)
     prompts = _prompts(tok, index)
     for beams in (4, 10):
         items, scores = constrained_beam_search(model, prompts, trie, beams, tok.pad_token_id)
         for r, p in enumerate(prompts):
-            ref_items, ref_scores = hf_constrained_beam_search(model, [p], tok, index, beams)
+            ref_items, ref_scores = hf_constrained_beam_search(model, [p], tok, idx, beams)
             assert items[r].tolist() == ref_items[0]
             torch.testing.assert_close(scores[r], ref_scores[0].float(), atol=1e-4, rtol=1e-4)
-        ref_items, ref_scores = hf_constrained_beam_search(model, prompts, tok, index, beams)  # batched, padded
+        ref_items, ref_scores = hf_constrained_beam_search(model, prompts, tok, idx, beams)  # batched, padded
         assert items.tolist() == ref_items
         torch.testing.assert_close(scores, ref_scores.float(), atol=1e-4, rtol=1e-4)
-
-
-def test_beam_search_equals_the_oracle_with_sids_of_different_lengths(model_and_index):
-    model, tok, index = model_and_index
-    mixed = mixed_length_index(index)
-    assert {len(v) for v in mixed.values()} == {2, 3}
-    trie = SIDTrie.from_index(mixed, tok)
-    prompts = _prompts(tok, index)
-    for beams in (4, 10):
-        items, scores = constrained_beam_search(model, prompts, trie, beams, tok.pad_token_id)
-        for r, p in enumerate(prompts):
-            ref_items, ref_scores = hf_constrained_beam_search(model, [p], tok, mixed, beams)
-            assert items[r].tolist() == ref_items[0]
-            torch.testing.assert_close(scores[r], ref_scores[0].float(), atol=1e-4, rtol=1e-4)
-    items, scores = constrained_beam_search(model, prompts, trie, len(mixed), tok.pad_token_id)
-    for r, p in enumerate(prompts):  # beams covering the catalogue: the exact ranking, short SIDs included
-        exact = score_all_items(model, p, trie, tok)
-        order = exact.argsort(descending=True)
-        assert items[r].tolist() == order.tolist()
-        torch.testing.assert_close(scores[r], exact[order], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
