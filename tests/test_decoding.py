@@ -267,3 +267,17 @@ def test_generation_config_cannot_change_the_result(model_and_index):
     finally:
         model.generation_config.update(**saved)
     assert before[0].tolist() == after[0].tolist() and torch.equal(before[1], after[1])
+
+
+def test_exact_scoring_refuses_sliding_window_attention(model_and_index):
+    model, tok, index = model_and_index
+    trie = SIDTrie.from_index(index, tok)
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, use_sliding_window=True, sliding_window=8, max_window_layers=0,
+    )  # fmt: skip
+    sliding = Qwen2ForCausalLM(cfg).eval()
+    with pytest.raises(ValueError, match="sliding-window"):
+        score_catalogue(sliding, _prompts(tok, index), trie, tok.pad_token_id)

@@ -1,4 +1,4 @@
-"""Decoding over a SID index: the one decoder for evaluation, RL and recommend (:func:`rank`).
+"""Decoding over a SID index: the one decoder for evaluation, recommend and (to come) GRPO rollouts.
 
 The index becomes a prefix tree stored in tensors (:class:`SIDTrie`): for every node, the
 token ids of its children and the child node ids, padded. Two modes:
@@ -300,8 +300,11 @@ def score_catalogue(
     layers = getattr(cache, "layers", None)
     if not layers or not all(isinstance(getattr(layer, "keys", None), torch.Tensor) for layer in layers):
         raise ValueError(f"exact scoring needs a per-layer key/value cache; {type(cache).__name__} has none")
+    if any(getattr(layer, "is_sliding", False) for layer in layers):
+        raise ValueError("exact scoring does not support sliding-window attention layers; use mode: beam")
     prompt_kv = [(layer.keys, layer.values) for layer in layers]
-    store: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, the keys/values of every inner node
+    store: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, keys/values of the inner nodes with inner children
+    n_store = int((trie.node_depth[inner] <= trie.depth - 2).sum())  # a prefix of ``inner`` (sorted by depth)
     last = pos[:, -1:]  # (B, 1) position of each prompt's last token
     keep_prompt = mask.bool().unsqueeze(1)  # (B, 1, T)
     node_depth = trie.node_depth[inner]
@@ -341,8 +344,8 @@ def score_catalogue(
                 if not store:
                     store = [
                         (
-                            layer.keys.new_zeros((*layer.keys.shape[:2], len(inner), layer.keys.shape[-1])),
-                            layer.values.new_zeros((*layer.values.shape[:2], len(inner), layer.values.shape[-1])),
+                            layer.keys.new_zeros((*layer.keys.shape[:2], n_store, layer.keys.shape[-1])),
+                            layer.values.new_zeros((*layer.values.shape[:2], n_store, layer.values.shape[-1])),
                         )
                         for layer in layers
                     ]
@@ -376,8 +379,9 @@ def memory_per_user(model, prompt_len: int, trie: SIDTrie, mode: str, num_beams:
     if mode == "beam":
         return 2 * kv_token * num_beams * (prompt_len + trie.depth) + 3 * num_beams * vocab * 4 + prefill
     rows = max(1, min(chunk, trie.n_inner))
-    cached = 2 * prompt_len + trie.n_inner + 3 * rows  # the store, and one chunk's cache (prompt, ancestors, chunk)
-    working = rows * (3 * vocab * 4 + (prompt_len + 2 * rows) * 4 + (4 * cfg.hidden_size + 3 * inter) * 4)
+    span = prompt_len + trie.depth * rows  # one chunk's cache: prompt, ancestors (< depth - 1 per row), the chunk
+    cached = prompt_len + trie.n_inner + span  # the prefill's cache, the store, one chunk's cache
+    working = rows * (3 * vocab * 4 + heads * span * 4 + (4 * cfg.hidden_size + 3 * inter) * 4)
     return kv_token * cached + working + prefill
 
 
@@ -424,7 +428,7 @@ def rank(
     chunk: int = 256,
     progress: bool = True,
 ) -> Ranking:
-    """Rank the index's SIDs for every prompt: the entry point that evaluation, RL and recommend share.
+    """Rank the index's SIDs for every prompt: the entry point of evaluation and recommend (and GRPO rollouts to come).
 
     Prompts are sorted by length so that batches carry little padding, and the batch size is the
     largest (up to ``max_batch``) whose estimated peak fits ``memory_fraction`` of the memory free
@@ -490,6 +494,10 @@ def rank(
         except torch.OutOfMemoryError:
             if batch == 1:
                 raise
+            oom = True
+        else:
+            oom = False
+        if oom:  # outside the handler, so that the failed batch's tensors are freed first
             batch = max(1, batch // 2)
             log.warning("out of memory: batch size lowered to %d", batch)
             if device.type == "cuda":

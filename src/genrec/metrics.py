@@ -124,6 +124,8 @@ def beam_miss(
         raise ValueError("need one beam list per exact list")
     missed = [len(set(e[:k]) - set(b[:k])) for b, e in zip(beam_items, exact_items)]
     total = sum(len(e[:k]) for e in exact_items)
+    if total == 0:
+        raise ValueError("the exact lists are empty")
     return {"miss_rate": sum(missed) / total, "users_with_miss": sum(m > 0 for m in missed) / len(missed)}
 
 

@@ -215,10 +215,14 @@ def reset_peak_memory() -> None:
 
 
 def available_memory_bytes(device: torch.device) -> int:
-    """Memory a new allocation can use now: free GPU memory, or on CPU the smaller of the system's
-    ``MemAvailable`` and the room left under this process's cgroup limit (SLURM jobs run in one)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
+    """Memory a new allocation can use now.
+
+    On a GPU: free device memory plus what PyTorch holds in reserve unused. On CPU: the smaller of the
+    system's ``MemAvailable`` and the room left under this process's cgroup limit (SLURM jobs run in one).
+    """
+    if device.type == "cuda":  # free on the device, plus what PyTorch holds in reserve but does not use
+        reserved = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+        return int(torch.cuda.mem_get_info(device)[0] + reserved)
     avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     try:
         with open("/proc/meminfo") as f:
