@@ -61,8 +61,9 @@ def test_tiny_matrix_outputs(tiny_run):
     assert len(index) == len(items) and len({"".join(v) for v in index.values()}) == len(items)
     assert {len(v) for v in index.values()} == {3}
     summary = pd.read_csv(res / "summary.csv")
-    assert len(summary) == 3  # 2 SFT cells + popularity
-    assert sorted(summary["sft"].fillna("")) == ["", "full", "short"]
+    assert len(summary) == 5  # 2 SFT cells + popularity, SASRec, GRU4Rec
+    assert sorted(summary["sft"].fillna("")) == ["", "", "", "full", "short"]
+    assert sorted(summary["baseline"].dropna()) == ["gru4rec", "popularity", "sasrec"]
     llm = summary[summary["kind"] == "llm"]
     assert (llm["invalid_rate"] == 0).all() and llm[["HR@1", "HR@5", "NDCG@5", "MRR"]].notna().all().all()
     assert (llm["sid_collision_rate_after"] == 0).all() and (llm["sid_length"] == 3).all()
@@ -110,6 +111,17 @@ def test_tiny_matrix_outputs(tiny_run):
     assert all(r["title"] == items[str(r["item_id"])]["title"] for r in recs)
     pop = json.loads((res / "synthetic" / "baselines" / "popularity" / "metrics.json").read_text())
     assert pop["invalid_rate"] == 0 and 0 <= pop["HR@20"] <= 1
+    from genrec.seqrec import encode_histories, load_scorer
+
+    for kind in ("sasrec", "gru4rec"):
+        base = res / "synthetic" / "baselines" / kind
+        m = json.loads((base / "metrics.json").read_text())
+        assert m["invalid_rate"] == 0 and m["train"]["epochs"] <= 5 and "HR@10" in m["ci95"]
+        rows = json.loads((base / "eval_results.json").read_text())
+        scorer = load_scorer(base / "scorer")
+        first = scorer(encode_histories([json.loads(rows[0]["input"])], len(items), 10))
+        assert first.shape == (1, len(items)) and first[0].topk(20).indices.tolist() == rows[0]["predict_items"]
+        assert (res / "logs" / "baselines" / f"synthetic-{kind}.log").read_text().count("best validation NDCG@20") == 1
     assert (res / "logs" / "sft" / "synthetic" / "tinylm-rkmeans-full.log").read_text().count("settings") >= 1
 
 

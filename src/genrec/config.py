@@ -79,7 +79,7 @@ def validate_config(config: dict[str, Any]) -> None:
             _build(cls, _resolved(config, section, name), f"{section}.{name}")
     _build(S.EvalSettings, config["eval"], "eval")
     for name, entry in (config.get("baselines") or {}).items():
-        _build(S.PopularitySettings, entry or {}, f"baselines.{name}")
+        _build(S.BASELINE_SETTINGS[name], entry or {}, f"baselines.{name}")
     for i, exp in enumerate(config["experiments"]):
         for stage in STAGES:
             unknown = [n for n in exp[stage] if n not in config[stage]]
@@ -98,7 +98,7 @@ def _build(cls, entry: dict, where: str):
 
 
 def _resolved(config: dict[str, Any], section: str, name: str) -> dict[str, Any]:
-    entry = dict(config[section][name])
+    entry = dict(config[section][name] or {})
     if "model" in entry and isinstance(entry["model"], str):
         entry["model"] = dict(config["models"][entry["model"]])
     return entry

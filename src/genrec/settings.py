@@ -334,5 +334,37 @@ class PopularitySettings(_Settings):
 
 
 @dataclass(frozen=True)
+class SeqRecSettings(_Settings):
+    """SASRec / GRU4Rec baselines; the defaults are MiniOneRec's sasrec.py, trained with full cross-entropy."""
+
+    hidden: int = 32  # item embedding and hidden size
+    heads: int = 1  # SASRec attention heads (hidden must divide by it)
+    blocks: int = 1  # SASRec self-attention blocks; GRU4Rec GRU layers
+    max_len: int = 10  # most recent history items kept
+    dropout: float = 0.3
+    learning_rate: float = 0.001
+    weight_decay: float = 0.00001  # Adam L2
+    batch_size: int = 256
+    max_epochs: int = 200
+    patience: int = 20  # epochs without a better validation NDCG@20 before stopping
+    top_k: int = 20  # length of the ranked list
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.hidden >= 1 and self.heads >= 1 and self.hidden % self.heads == 0, "hidden must divide by heads")
+        _check(self.blocks >= 1 and self.max_len >= 1, "blocks and max_len must be >= 1")
+        _check(0 <= self.dropout < 1, "dropout must be in [0, 1)")
+        _check(self.learning_rate > 0 and self.weight_decay >= 0, "learning_rate > 0 and weight_decay >= 0")
+        _check(
+            self.batch_size >= 1 and self.max_epochs >= 1 and self.patience >= 1,
+            "batch_size, max_epochs, patience >= 1",
+        )
+        _check(self.top_k >= 1, "top_k must be >= 1")
+
+
+BASELINE_SETTINGS = {"popularity": PopularitySettings, "sasrec": SeqRecSettings, "gru4rec": SeqRecSettings}
+
+
+@dataclass(frozen=True)
 class SummarySettings(_Settings):
     pass

@@ -1,0 +1,264 @@
+"""Sequential recommenders over item ids: the SASRec and GRU4Rec baselines, and SASRec as an RL scorer.
+
+Both read a user's last ``max_len`` item ids (left-padded with the id ``n_items``) and score every
+item of the catalogue with the dot product of the sequence's last hidden state and the item
+embeddings. They train with cross-entropy over the whole catalogue (MiniOneRec's ``ce`` option;
+its default, a binary loss with one sampled negative, is weaker), Adam with L2 weight decay, and
+keep the epoch with the best validation NDCG@20, stopping after ``patience`` epochs without one.
+The defaults in :class:`genrec.settings.SeqRecSettings` are MiniOneRec's sasrec.py: hidden 32, one
+head, one block, dropout 0.3, history 10, lr 1e-3, L2 1e-5.
+
+* SASRec (Kang & McAuley, 2018): learned positions, pre-norm causal self-attention blocks.
+* GRU4Rec (Hidasi et al., 2016): a GRU over the item embeddings, its last state scores items.
+
+Test rows are ranked by the same code and metrics (:func:`genrec.evaluate.write_results`) as the
+LLM cells; the trained model is saved (``scorer/``) for use as a collaborative reward.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from genrec.data.format import read_items, read_split
+from genrec.io import atomic_path, read_json, write_json
+from genrec.logs import log_settings
+from genrec.metrics import per_row
+from genrec.settings import SeqRecSettings
+
+log = logging.getLogger(__name__)
+
+KINDS = ("sasrec", "gru4rec")
+
+
+class SASRec(nn.Module):
+    """Self-attentive sequential recommendation over left-padded item-id histories."""
+
+    def __init__(self, n_items: int, hidden: int, heads: int, blocks: int, max_len: int, dropout: float):
+        super().__init__()
+        self.n_items, self.heads = n_items, heads
+        self.item = nn.Embedding(n_items + 1, hidden, padding_idx=n_items)
+        self.pos = nn.Embedding(max_len, hidden)
+        layer = nn.TransformerEncoderLayer(
+            hidden, heads, dim_feedforward=hidden, dropout=dropout, batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(layer, blocks, enable_nested_tensor=False)
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, hist: torch.Tensor) -> torch.Tensor:
+        """``(B, L)`` item ids, left-padded -> ``(B, n_items)`` scores."""
+        b, length = hist.shape
+        x = self.item(hist) * math.sqrt(self.item.embedding_dim) + self.pos.weight[-length:]
+        pad = hist == self.n_items
+        blocked = torch.ones(length, length, dtype=torch.bool, device=hist.device).triu(1) | pad[:, None, :]
+        blocked &= ~torch.eye(length, dtype=torch.bool, device=hist.device)  # a position always sees itself
+        h = self.blocks(self.drop(x), mask=blocked.repeat_interleave(self.heads, 0))  # (B, L, H)
+        return self.norm(h[:, -1]) @ self.item.weight[:-1].T
+
+
+class GRU4Rec(nn.Module):
+    """A GRU over the item embeddings of a history; its last state scores the catalogue."""
+
+    def __init__(self, n_items: int, hidden: int, blocks: int, dropout: float, **_):
+        super().__init__()
+        self.n_items = n_items
+        self.item = nn.Embedding(n_items + 1, hidden, padding_idx=n_items)
+        self.gru = nn.GRU(hidden, hidden, blocks, batch_first=True, dropout=dropout if blocks > 1 else 0.0)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, hist: torch.Tensor) -> torch.Tensor:
+        """``(B, L)`` item ids, left-padded -> ``(B, n_items)`` scores."""
+        b, length = hist.shape
+        lengths = (hist != self.n_items).sum(1).clamp(min=1)
+        shift = (torch.arange(length, device=hist.device) + (length - lengths).unsqueeze(1)) % length
+        right = hist.gather(1, shift)  # right-padded, for packing
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.drop(self.item(right)), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        _, h = self.gru(packed)  # (blocks, B, H)
+        return self.drop(h[-1]) @ self.item.weight[:-1].T
+
+
+def build_model(kind: str, n_items: int, settings: SeqRecSettings) -> nn.Module:
+    """A fresh SASRec or GRU4Rec.
+
+    Raises:
+        ValueError: unknown kind.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown sequential recommender {kind!r}: use one of {KINDS}")
+    cls = SASRec if kind == "sasrec" else GRU4Rec
+    return cls(
+        n_items,
+        hidden=settings.hidden,
+        heads=settings.heads,
+        blocks=settings.blocks,
+        max_len=settings.max_len,
+        dropout=settings.dropout,
+    )
+
+
+def encode_histories(histories: Sequence[Sequence[int]], n_items: int, max_len: int) -> torch.Tensor:
+    """The last ``max_len`` ids of each history, left-padded with ``n_items``.
+
+    >>> encode_histories([[1, 2, 3], [4]], n_items=9, max_len=2).tolist()
+    [[2, 3], [9, 4]]
+    """
+    out = torch.full((len(histories), max_len), n_items, dtype=torch.long)
+    for r, h in enumerate(histories):
+        h = list(h)[-max_len:]
+        if h:
+            out[r, max_len - len(h) :] = torch.tensor(h)
+    return out
+
+
+@torch.no_grad()
+def target_ranks(model: nn.Module, hist: torch.Tensor, targets: torch.Tensor, batch: int = 1024) -> list[int]:
+    """0-based rank of each target among all items (ties count against it)."""
+    model.eval()
+    ranks = []
+    for s in range(0, len(hist), batch):
+        scores = model(hist[s : s + batch])
+        t = targets[s : s + batch]
+        ranks += (scores > scores.gather(1, t.unsqueeze(1))).sum(1).tolist()
+    return ranks
+
+
+def train(
+    kind: str, settings: SeqRecSettings, train_df, valid_df, n_items: int, progress: bool = True
+) -> tuple[nn.Module, dict]:
+    """Train on the train split, selecting the epoch by validation NDCG@20.
+
+    Returns:
+        The best model (eval mode) and a log: epochs run, best epoch, its validation NDCG@20,
+        per-epoch loss and validation curve, time.
+    """
+    torch.manual_seed(settings.seed)
+    model = build_model(kind, n_items, settings)
+    x = encode_histories(train_df["history"], n_items, settings.max_len)
+    y = torch.tensor(train_df["item_id"].to_numpy())
+    vx = encode_histories(valid_df["history"], n_items, settings.max_len)
+    vy = torch.tensor(valid_df["item_id"].to_numpy())
+    opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    gen = torch.Generator().manual_seed(settings.seed)
+    best, best_state, best_epoch, bad = -1.0, None, 0, 0
+    curve: list[dict] = []
+    start = time.perf_counter()
+    bar = tqdm(range(1, settings.max_epochs + 1), desc=kind, unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for s in range(0, len(x), settings.batch_size):
+            idx = order[s : s + settings.batch_size]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        ndcg = sum(per_row(target_ranks(model, vx, vy), "NDCG@20")) / len(vy)
+        curve.append({"epoch": epoch, "train_loss": total / len(x), "valid_ndcg@20": ndcg})
+        bar.set_postfix(loss=f"{total / len(x):.3f}", valid_ndcg20=f"{ndcg:.4f}")
+        if ndcg > best:
+            best, best_state, best_epoch, bad = ndcg, copy.deepcopy(model.state_dict()), epoch, 0
+        else:
+            bad += 1
+            if bad >= settings.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    elapsed = time.perf_counter() - start
+    log.info("%s: best validation NDCG@20 %.4f at epoch %d of %d (%.1f s)", kind, best, best_epoch, epoch, elapsed)
+    return model, {
+        "epochs": epoch,
+        "best_epoch": best_epoch,
+        "valid_ndcg@20": best,
+        "train_time_s": elapsed,
+        "curve": curve,
+    }
+
+
+def save_scorer(model: nn.Module, kind: str, settings: SeqRecSettings, n_items: int, out_dir: str) -> None:
+    """Write ``model.pt`` (state dict) and ``config.json`` into ``out_dir`` (atomically, as a directory)."""
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        torch.save(model.state_dict(), os.path.join(tmp, "model.pt"))
+        write_json(os.path.join(tmp, "config.json"), {"kind": kind, "n_items": n_items, **settings.to_dict()})
+
+
+def load_scorer(path: str | os.PathLike[str]) -> nn.Module:
+    """A saved SASRec/GRU4Rec in eval mode: ``model(encode_histories(...))`` gives ``(B, n_items)`` scores.
+
+    Raises:
+        FileNotFoundError: ``path`` holds no scorer.
+    """
+    p = Path(path)
+    cfg = read_json(p / "config.json", "scorer config")
+    kind, n_items = cfg.pop("kind"), cfg.pop("n_items")
+    model = build_model(kind, n_items, SeqRecSettings.from_dict(cfg, f"scorer {p}"))
+    model.load_state_dict(torch.load(p / "model.pt", weights_only=True))
+    return model.eval()
+
+
+def run_baseline(
+    kind: str,
+    settings: SeqRecSettings,
+    data_dir: str,
+    results_json: str,
+    metrics_json: str,
+    scorer_dir: str,
+    threads: int | None = None,
+) -> dict:
+    """Train SASRec or GRU4Rec on a dataset's splits, rank the whole catalogue for every test row, save all.
+
+    Returns:
+        The test metrics (with training figures under ``train``).
+    """
+    from genrec.evaluate import write_results
+
+    log_settings(log, kind, settings)
+    if threads:
+        torch.set_num_threads(threads)
+    items = read_items(os.path.join(data_dir, "item.json"))
+    n = len(items)
+    splits = {s: read_split(os.path.join(data_dir, f"{s}.csv"), n_items=n) for s in ("train", "valid", "test")}
+    model, train_log = train(kind, settings, splits["train"], splits["valid"], n)
+    test = splits["test"]
+    hist = encode_histories(test["history"], n, settings.max_len)
+    start = time.perf_counter()
+    with torch.no_grad():
+        top = torch.cat(
+            [model(hist[s : s + 1024]).topk(settings.top_k, dim=-1).indices for s in range(0, len(hist), 1024)]
+        )
+    rank_time = time.perf_counter() - start
+    rows = [
+        {
+            "input": h,
+            "output": str(t),
+            "predict": [str(i) for i in pred],
+            "user_id": u,
+            "item_id": int(t),
+            "predict_items": pred,
+        }
+        for u, h, t, pred in zip(test["user_id"], test["history_item_id"], test["item_id"], top.tolist())
+    ]
+    save_scorer(model, kind, settings, n, scorer_dir)
+    extra = {
+        "users_per_s": len(rows) / rank_time,
+        "train": {k: v for k, v in train_log.items() if k != "curve"},
+        "curve": train_log["curve"],
+        "settings": settings.to_dict(),
+        "split": "test",
+    }
+    return write_results(
+        rows, [str(t) for t in test["item_id"]], {str(i) for i in items}, results_json, metrics_json, extra
+    )
