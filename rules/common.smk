@@ -38,6 +38,7 @@ def get_summary_cells():
             "sft": c.sft,
             "rl": c.rl,
             "metrics": f"{c.run_dir}/metrics.json",
+            "results": f"{c.run_dir}/eval_results.json",
             "sid_stats": f"results/{c.dataset}/sid/{c.encoder}/{c.sid}/sid_stats.json",
             "train_log": f"results/{c.dataset}/runs/{c.encoder}-{c.sid}/sft-{c.sft}/train_log.json",
         }
@@ -47,7 +48,12 @@ def get_summary_cells():
 
 def get_summary_baselines():
     return [
-        {"dataset": d, "baseline": b, "metrics": f"results/{d}/baselines/{b}/metrics.json"}
+        {
+            "dataset": d,
+            "baseline": b,
+            "metrics": f"results/{d}/baselines/{b}/metrics.json",
+            "results": f"results/{d}/baselines/{b}/eval_results.json",
+        }
         for d in DATASETS
         for b in BASELINES
     ]

@@ -64,6 +64,14 @@ def test_tiny_matrix_outputs(tiny_run):
     assert len(summary) == 5  # 2 SFT cells + popularity, SASRec, GRU4Rec
     assert sorted(summary["sft"].fillna("")) == ["", "", "", "full", "short"]
     assert sorted(summary["baseline"].dropna()) == ["gru4rec", "popularity", "sasrec"]
+    from genrec.summary import METRIC_COLUMNS
+
+    ci = ["HR@10_ci_low", "HR@10_ci_high", "NDCG@10_ci_low", "NDCG@10_ci_high"]
+    assert summary[METRIC_COLUMNS + ci].notna().all().all()  # no empty metric, cells and baselines alike
+    assert (summary["HR@10_ci_low"] <= summary["HR@10"]).all() and (summary["HR@10"] <= summary["HR@10_ci_high"]).all()
+    comparisons = pd.read_csv(res / "comparisons.csv")
+    assert len(comparisons) == 2 * 2  # 2 cells x (best baseline) x (HR@10, NDCG@10); no RL cells here
+    assert set(comparisons["reference_kind"]) == {"best_baseline"} and comparisons["p_value"].between(0, 1).all()
     llm = summary[summary["kind"] == "llm"]
     assert (llm["invalid_rate"] == 0).all() and llm[["HR@1", "HR@5", "NDCG@5", "MRR"]].notna().all().all()
     assert (llm["sid_collision_rate_after"] == 0).all() and (llm["sid_length"] == 3).all()

@@ -345,7 +345,7 @@ class SeqRecSettings(_Settings):
     learning_rate: float = 0.001
     weight_decay: float = 0.00001  # Adam L2
     batch_size: int = 256
-    max_epochs: int = 200
+    max_epochs: int = 500  # MiniOneRec's sasrec.py default
     patience: int = 20  # epochs without a better validation NDCG@20 before stopping
     top_k: int = 20  # length of the ranked list
     seed: int = 0

@@ -1,4 +1,4 @@
-"""The experiment table: one row per cell and baseline, every metric."""
+"""The experiment table (one row per cell and baseline, every metric) and the paired comparisons."""
 
 from __future__ import annotations
 
@@ -8,12 +8,22 @@ from collections.abc import Sequence
 import pandas as pd
 
 from genrec.io import atomic_path, read_json
-from genrec.metrics import KS
+from genrec.metrics import KS, paired_bootstrap, per_row, row_ranks
 
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = [f"{m}@{k}" for m in ("HR", "NDCG") for k in KS] + ["MRR", "invalid_rate", "n"]
+CI_METRICS = ("HR@10", "NDCG@10")  # metrics whose 95% bootstrap interval gets its own columns
+COMPARED = ("HR@10", "NDCG@10")  # metrics of the paired comparisons
 ID_COLUMNS = ["dataset", "kind", "encoder", "sid", "sft", "rl", "baseline"]
+
+
+def _metric_columns(m: dict) -> dict:
+    out = {k: m.get(k) for k in METRIC_COLUMNS}
+    for k in CI_METRICS:
+        low, high = (m.get("ci95") or {}).get(k, (None, None))
+        out[f"{k}_ci_low"], out[f"{k}_ci_high"] = low, high
+    return out
 
 
 def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) -> pd.DataFrame:
@@ -42,7 +52,7 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                 "sft": c["sft"],
                 "rl": c["rl"],
                 "baseline": "",
-                **{k: m.get(k) for k in METRIC_COLUMNS},
+                **_metric_columns(m),
                 "sid_collision_rate_before": sid["collision_rate_before"],
                 "sid_collision_rate_after": sid["collision_rate_after"],
                 "sid_length": sid["sid_length"],
@@ -54,6 +64,7 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                 "sft_train_time_s": train["train_time_s"],
                 "sft_peak_memory_gb": train["peak_memory_gb"],
                 "eval_users_per_s": m.get("users_per_s"),
+                "eval_peak_memory_gb": m.get("peak_memory_gb"),
             }
         )
     for b in baselines:
@@ -67,11 +78,84 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                 "sft": "",
                 "rl": "",
                 "baseline": b["baseline"],
-                **{k: m.get(k) for k in METRIC_COLUMNS},
+                **_metric_columns(m),
+                "baseline_train_time_s": (m.get("train") or {}).get("train_time_s"),
+                "eval_users_per_s": m.get("users_per_s"),
             }
         )
     table = pd.DataFrame(rows)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
     log.info("summary of %d cells and %d baselines written to %s", len(cells), len(baselines), out_csv)
+    return table
+
+
+def _cell_name(c: dict) -> str:
+    return f"{c['encoder']}-{c['sid']}-{c['sft']}-{c['rl']}"
+
+
+def _per_row_values(results_json: str, what: str) -> tuple[list[int], dict[str, list[float]]]:
+    rows = read_json(results_json, what)
+    ranks = row_ranks(rows)
+    return [r["item_id"] for r in rows], {m: per_row(ranks, m) for m in COMPARED}
+
+
+def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_boot: int = 2000) -> pd.DataFrame:
+    """Paired bootstrap comparisons of each LLM cell with its SFT parent and with the best baseline.
+
+    The SFT parent of a cell is the cell with the same dataset, encoder, SID and SFT variant and
+    ``rl == "none"`` (compared only when it is in the matrix and differs from the cell). The best
+    baseline is the dataset's baseline with the highest HR@10. Rows are paired by test row (both
+    ``eval_results.json`` follow the test split's order; a mismatch is an error).
+
+    Args:
+        cells, baselines: as for :func:`summarize`, each with ``results`` (its ``eval_results.json``).
+        out_csv: ``comparisons.csv`` (written atomically): one row per (cell, reference, metric) with
+            ``diff`` (cell minus reference), its 95% interval and the two-sided bootstrap p-value.
+
+    Raises:
+        ValueError: two result files do not cover the same test rows in the same order.
+    """
+    values = {id(c): _per_row_values(c["results"], "cell results") for c in cells}
+    base_values = {
+        b["baseline"] + "@" + b["dataset"]: _per_row_values(b["results"], "baseline results") for b in baselines
+    }
+    best: dict[str, str] = {}
+    for b in baselines:
+        hr = sum(base_values[b["baseline"] + "@" + b["dataset"]][1]["HR@10"])
+        key = b["dataset"]
+        if key not in best or hr > sum(base_values[best[key] + "@" + key][1]["HR@10"]):
+            best[key] = b["baseline"]
+    parents = {(c["dataset"], c["encoder"], c["sid"], c["sft"]): c for c in cells if c["rl"] == "none"}
+    rows = []
+    for c in cells:
+        refs = []
+        parent = parents.get((c["dataset"], c["encoder"], c["sid"], c["sft"]))
+        if parent is not None and parent is not c:
+            refs.append(("sft_parent", _cell_name(parent), values[id(parent)]))
+        if c["dataset"] in best:
+            name = best[c["dataset"]]
+            refs.append(("best_baseline", name, base_values[name + "@" + c["dataset"]]))
+        items, mine = values[id(c)]
+        for kind, ref_name, (ref_items, theirs) in refs:
+            if ref_items != items:
+                raise ValueError(f"{_cell_name(c)} and {ref_name} do not cover the same test rows in the same order")
+            for metric in COMPARED:
+                boot = paired_bootstrap(mine[metric], theirs[metric], n_boot=n_boot)
+                rows.append(
+                    {
+                        "dataset": c["dataset"],
+                        "cell": _cell_name(c),
+                        "reference_kind": kind,
+                        "reference": ref_name,
+                        "metric": metric,
+                        **boot,
+                        "n": len(items),
+                    }
+                )
+    columns = ["dataset", "cell", "reference_kind", "reference", "metric", "diff", "ci_low", "ci_high", "p_value", "n"]
+    table = pd.DataFrame(rows, columns=columns)
+    with atomic_path(out_csv) as tmp:
+        table.to_csv(tmp, index=False)
+    log.info("%d paired comparisons written to %s", len(table), out_csv)
     return table

@@ -1,0 +1,40 @@
+import json
+
+import pandas as pd
+import pytest
+
+from genrec.summary import compare
+
+
+def _results(path, items, hits):
+    """An eval_results.json whose row r ranks item items[r] first when hits[r], else not at all."""
+    rows = [
+        {"item_id": i, "predict_items": [i] if h else [i + 1000], "input": "", "output": "", "predict": []}
+        for i, h in zip(items, hits)
+    ]
+    path.write_text(json.dumps(rows))
+    return str(path)
+
+
+def test_compare_pairs_cells_with_their_sft_parent_and_the_best_baseline(tmp_path):
+    items = list(range(200))
+    cell = {"dataset": "d", "encoder": "e", "sid": "s", "sft": "f"}
+    sft = {**cell, "rl": "none", "results": _results(tmp_path / "a.json", items, [r % 2 == 0 for r in items])}
+    rl = {**cell, "rl": "grpo", "results": _results(tmp_path / "b.json", items, [r % 4 != 3 for r in items])}
+    weak = {"dataset": "d", "baseline": "popularity", "results": _results(tmp_path / "p.json", items, [False] * 200)}
+    strong = {
+        "dataset": "d",
+        "baseline": "sasrec",
+        "results": _results(tmp_path / "q.json", items, [r < 60 for r in items]),
+    }
+    table = compare([sft, rl], [weak, strong], str(tmp_path / "comparisons.csv"))
+    assert table.equals(pd.read_csv(tmp_path / "comparisons.csv"))
+    assert set(table["reference"]) == {"sasrec", "e-s-f-none"}  # the best baseline only
+    rl_vs_sft = table[(table["cell"] == "e-s-f-grpo") & (table["reference_kind"] == "sft_parent")]
+    hr = rl_vs_sft[rl_vs_sft["metric"] == "HR@10"].iloc[0]
+    assert hr["diff"] == pytest.approx(0.75 - 0.5) and hr["ci_low"] > 0 and hr["p_value"] < 0.01
+    assert len(table[table["cell"] == "e-s-f-none"]) == 2  # no parent for an SFT-only cell: baseline rows only
+    bad = {**strong, "results": _results(tmp_path / "r.json", items[::-1], [True] * 200)}
+    with pytest.raises(ValueError, match="same test rows"):
+        compare([sft], [bad], str(tmp_path / "x.csv"))
+    assert not (tmp_path / "x.csv").exists()
