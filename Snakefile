@@ -1,12 +1,16 @@
 # Generative recommendation with LLMs: item text -> semantic IDs -> SFT -> RL -> evaluation -> summary.
 #   snakemake --cores 2 results/summary.csv          (the default matrix in config.yaml)
 #   snakemake --cores 8 --configfile config/office.yaml results/summary.csv
+#   snakemake --cores 2 && snakemake --report results/report.html   (everything, plots, then the HTML report)
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
 configfile: "config.yaml"
+
+
+report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
@@ -23,3 +27,5 @@ include: "rules/summary.smk"
 rule all:
     input:
         "results/summary.csv",
+        "results/comparisons.csv",
+        expand("results/plots/{name}.png", name=PLOTS),

@@ -2,6 +2,7 @@
 import re
 
 from genrec.config import experiment_cells, stage_json, validate_config
+from genrec.plots import FIGURES as PLOTS
 
 validate_config(config)
 

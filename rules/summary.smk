@@ -3,8 +3,8 @@ rule summary:
         [v for c in get_summary_cells() for k, v in c.items() if k in ("metrics", "results", "sid_stats", "train_log")],
         [b[k] for b in get_summary_baselines() for k in ("metrics", "results")],
     output:
-        summary="results/summary.csv",
-        comparisons="results/comparisons.csv",
+        summary=report("results/summary.csv", caption="../report/summary.rst", category="Tables"),
+        comparisons=report("results/comparisons.csv", caption="../report/comparisons.rst", category="Tables"),
     params:
         cells=get_summary_cells(),
         baselines=get_summary_baselines(),
@@ -14,3 +14,20 @@ rule summary:
         "../envs/genrec.yaml"
     script:
         "../workflow_scripts/summary.py"
+
+
+rule plots:
+    input:
+        summary="results/summary.csv",
+        comparisons="results/comparisons.csv",
+    output:
+        **{
+            name: report(f"results/plots/{name}.png", caption=f"../report/{name}.rst", category="Plots")
+            for name in PLOTS
+        },
+    log:
+        "results/logs/plots.log",
+    conda:
+        "../envs/genrec.yaml"
+    script:
+        "../workflow_scripts/plots.py"

@@ -41,7 +41,7 @@ def tiny_run(tmp_path_factory, tiny_model_dir):
     config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
     config["models"]["tiny"]["path"] = str(tiny_model_dir)
     write_config(workdir, config)
-    snakemake(workdir, "results/summary.csv")
+    snakemake(workdir)  # rule all: the summary, comparisons and plots
     return workdir, config
 
 
@@ -131,6 +131,20 @@ def test_tiny_matrix_outputs(tiny_run):
         assert first.shape == (1, len(items)) and first[0].topk(20).indices.tolist() == rows[0]["predict_items"]
         assert (res / "logs" / "baselines" / f"synthetic-{kind}.log").read_text().count("best validation NDCG@20") == 1
     assert (res / "logs" / "sft" / "synthetic" / "tinylm-rkmeans-full.log").read_text().count("settings") >= 1
+
+
+@pytest.mark.slow
+def test_plots_and_report(tiny_run):
+    workdir, _ = tiny_run
+    from genrec.plots import FIGURES
+
+    for name in FIGURES:
+        png = workdir / "results" / "plots" / f"{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    snakemake(workdir, "--report", "results/report.html")
+    html = (workdir / "results" / "report.html").read_text()
+    for text in ("methods.png", "metric_vs_k.png", "summary.csv", "comparisons.csv", "95% bootstrap intervals"):
+        assert text in html
 
 
 @pytest.mark.slow

@@ -1,0 +1,174 @@
+"""The experiment's figures, drawn from ``summary.csv`` and ``comparisons.csv`` (PNG, written atomically).
+
+Each function draws one figure for the whole matrix; :func:`plot_all` writes them all to a folder.
+A figure whose comparison the matrix does not contain (no RL cell, a single SID method) says so on
+the canvas instead of being left out, so that the report always has the same set of figures.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from genrec.io import atomic_path
+from genrec.metrics import KS
+
+FIGURES = ("methods", "sft_vs_rl", "metric_vs_k", "sid_methods", "data_scale")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def row_label(row: pd.Series) -> str:
+    """``encoder-sid-sft-rl`` for an LLM cell, the baseline's name otherwise."""
+    if row["kind"] == "baseline":
+        return str(row["baseline"])
+    return f"{row['encoder']}-{row['sid']}-{row['sft']}-{row['rl']}"
+
+
+def _save(fig, path: str) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    _plt().close(fig)
+
+
+def _note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _errorbars(ax, rows: pd.DataFrame, metric: str, offset: float, width: float, label: str) -> None:
+    import numpy as np
+
+    x = np.arange(len(rows)) + offset
+    low = rows[metric] - rows[f"{metric}_ci_low"]
+    high = rows[f"{metric}_ci_high"] - rows[metric]
+    ax.bar(x, rows[metric], width, yerr=[low.fillna(0), high.fillna(0)], capsize=3, label=label)
+
+
+def plot_methods(summary: pd.DataFrame, path: str) -> None:
+    """HR@10 and NDCG@10 with 95% intervals for every cell and baseline, one panel per dataset."""
+    plt = _plt()
+    datasets = sorted(summary["dataset"].unique())
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(max(7, 1.3 * summary["dataset"].value_counts().max()), 3.8 * len(datasets)), squeeze=False)
+    for ax, d in zip(axes[:, 0], datasets):
+        rows = summary[summary["dataset"] == d].reset_index(drop=True)
+        _errorbars(ax, rows, "HR@10", -0.2, 0.4, "HR@10")
+        _errorbars(ax, rows, "NDCG@10", 0.2, 0.4, "NDCG@10")
+        ax.set_xticks(range(len(rows)), [row_label(r) for _, r in rows.iterrows()], rotation=20, ha="right")
+        ax.set_title(f"{d}: HR@10 and NDCG@10 with 95% bootstrap intervals", fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+    _save(fig, path)
+
+
+def plot_sft_vs_rl(comparisons: pd.DataFrame, path: str) -> None:
+    """The change of HR@10 and NDCG@10 from each RL cell's SFT parent, with 95% intervals."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    rows = comparisons[comparisons["reference_kind"] == "sft_parent"]
+    if rows.empty:
+        _note(ax, "no RL cell in this matrix: nothing to compare with its SFT parent")
+    else:
+        for i, metric in enumerate(("HR@10", "NDCG@10")):
+            r = rows[rows["metric"] == metric].reset_index(drop=True)
+            x = [j + (i - 0.5) * 0.4 for j in range(len(r))]
+            ax.errorbar(
+                x, r["diff"], yerr=[r["diff"] - r["ci_low"], r["ci_high"] - r["diff"]], fmt="o", capsize=3, label=metric
+            )
+            ax.set_xticks(range(len(r)), r["cell"], rotation=20, ha="right")
+        ax.axhline(0, color="grey", lw=1)
+        ax.set_ylabel("RL minus SFT")
+        ax.legend()
+        ax.grid(axis="y", alpha=0.3)
+    ax.set_title("SFT vs RL per cell (paired bootstrap, 95% intervals)")
+    _save(fig, path)
+
+
+def plot_metric_vs_k(summary: pd.DataFrame, path: str) -> None:
+    """HR@K and NDCG@K against K for every row."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, ax in zip(("HR", "NDCG"), axes):
+        for _, row in summary.iterrows():
+            ks = [k for k in KS if pd.notna(row.get(f"{name}@{k}"))]
+            ax.plot(ks, [row[f"{name}@{k}"] for k in ks], "o-", label=f"{row['dataset']}: {row_label(row)}")
+        ax.set_xscale("log")
+        ax.set_xticks(list(KS), [str(k) for k in KS])
+        ax.set_xlabel("K")
+        ax.set_ylabel(f"{name}@K")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.suptitle("metric against list length K")
+    _save(fig, path)
+
+
+def plot_sid_methods(summary: pd.DataFrame, path: str) -> None:
+    """HR@10 with intervals and the level-a code entropy of each SID method (LLM cells)."""
+    plt = _plt()
+    llm = summary[summary["kind"] == "llm"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    if llm["sid"].nunique() < 2:
+        for ax in axes:
+            _note(ax, f"one SID method in this matrix ({', '.join(llm['sid'].unique())}): nothing to compare")
+    else:
+        by = llm.groupby("sid")
+        best = by["HR@10"].idxmax()
+        rows = llm.loc[best].reset_index(drop=True)
+        _errorbars(axes[0], rows, "HR@10", 0, 0.6, "HR@10 (best cell per SID method)")
+        axes[0].set_xticks(range(len(rows)), rows["sid"])
+        axes[0].legend()
+        axes[1].bar(range(len(rows)), rows["sid_level_a_entropy_bits"])
+        axes[1].set_xticks(range(len(rows)), rows["sid"])
+        axes[1].set_ylabel("level-a code entropy (bits)")
+        for ax in axes:
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("SID method comparison")
+    _save(fig, path)
+
+
+def plot_data_scale(summary: pd.DataFrame, path: str) -> None:
+    """HR@10 and NDCG@10 against the share of training users, when the matrix varies it."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    if "train_fraction" not in summary or summary["train_fraction"].dropna().nunique() < 2:
+        _note(ax, "the matrix does not vary the training-data fraction (datasets.<d>.train_fraction)")
+    else:
+        for label, rows in summary.groupby(summary.apply(row_label, axis=1)):
+            rows = rows.sort_values("train_fraction")
+            ax.errorbar(
+                rows["train_fraction"],
+                rows["HR@10"],
+                yerr=[rows["HR@10"] - rows["HR@10_ci_low"], rows["HR@10_ci_high"] - rows["HR@10"]],
+                fmt="o-",
+                capsize=3,
+                label=label,
+            )
+        ax.set_xlabel("share of training users")
+        ax.set_ylabel("HR@10")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    ax.set_title("data scale")
+    _save(fig, path)
+
+
+def plot_all(summary_csv: str, comparisons_csv: str, out_dir: str) -> list[str]:
+    """Write every figure of :data:`FIGURES` into ``out_dir`` and return their paths."""
+    summary = pd.read_csv(summary_csv, keep_default_na=True)
+    comparisons = pd.read_csv(comparisons_csv)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {name: os.path.join(out_dir, f"{name}.png") for name in FIGURES}
+    plot_methods(summary, paths["methods"])
+    plot_sft_vs_rl(comparisons, paths["sft_vs_rl"])
+    plot_metric_vs_k(summary, paths["metric_vs_k"])
+    plot_sid_methods(summary, paths["sid_methods"])
+    plot_data_scale(summary, paths["data_scale"])
+    return list(paths.values())
