@@ -40,6 +40,7 @@ def get_summary_cells():
             "rl": c.rl,
             "metrics": f"{c.run_dir}/metrics.json",
             "results": f"{c.run_dir}/eval_results.json",
+            "data_stats": f"results/{c.dataset}/data/data_stats.json",
             "sid_stats": f"results/{c.dataset}/sid/{c.encoder}/{c.sid}/sid_stats.json",
             "train_log": f"results/{c.dataset}/runs/{c.encoder}-{c.sid}/sft-{c.sft}/train_log.json",
         }
@@ -54,6 +55,7 @@ def get_summary_baselines():
             "baseline": b,
             "metrics": f"results/{d}/baselines/{b}/metrics.json",
             "results": f"results/{d}/baselines/{b}/eval_results.json",
+            "data_stats": f"results/{d}/data/data_stats.json",
         }
         for d in DATASETS
         for b in BASELINES

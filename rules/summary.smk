@@ -1,7 +1,7 @@
 rule summary:
     input:
-        [v for c in get_summary_cells() for k, v in c.items() if k in ("metrics", "results", "sid_stats", "train_log")],
-        [b[k] for b in get_summary_baselines() for k in ("metrics", "results")],
+        [v for c in get_summary_cells() for k, v in c.items() if k not in ("dataset", "encoder", "sid", "sft", "rl")],
+        [b[k] for b in get_summary_baselines() for k in ("metrics", "results", "data_stats")],
     output:
         summary=report("results/summary.csv", caption="../report/summary.rst", category="Tables"),
         comparisons=report("results/comparisons.csv", caption="../report/comparisons.rst", category="Tables"),

@@ -58,7 +58,12 @@ def plot_methods(summary: pd.DataFrame, path: str) -> None:
     """HR@10 and NDCG@10 with 95% intervals for every cell and baseline, one panel per dataset."""
     plt = _plt()
     datasets = sorted(summary["dataset"].unique())
-    fig, axes = plt.subplots(len(datasets), 1, figsize=(max(7, 1.3 * summary["dataset"].value_counts().max()), 3.8 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(datasets),
+        1,
+        figsize=(max(7, 1.3 * summary["dataset"].value_counts().max()), 3.8 * len(datasets)),
+        squeeze=False,
+    )
     for ax, d in zip(axes[:, 0], datasets):
         rows = summary[summary["dataset"] == d].reset_index(drop=True)
         _errorbars(ax, rows, "HR@10", -0.2, 0.4, "HR@10")

@@ -60,7 +60,18 @@ def _check(cond: bool, msg: str) -> None:
 
 # ----------------------------------------------------------------------------- data
 @dataclass(frozen=True)
-class SyntheticSettings(_Settings):
+class _DataSettings(_Settings):
+    """Options every dataset source has."""
+
+    train_fraction: float = 1.0  # share of training users kept (seeded subsample; valid and test untouched)
+    train_fraction_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(0 < self.train_fraction <= 1, "train_fraction must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class SyntheticSettings(_DataSettings):
     """A deterministic Amazon-2018-style catalogue and review log with latent user tastes."""
 
     source: str = "synthetic"
@@ -78,6 +89,7 @@ class SyntheticSettings(_Settings):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(self.n_items >= self.n_categories >= 1, "synthetic: need n_items >= n_categories >= 1")
         _check(self.n_users >= 10, "synthetic: n_users must be >= 10 for an 8:1:1 split")
         _check(2 <= self.min_reviews <= self.max_reviews, "synthetic: need 2 <= min_reviews <= max_reviews")
@@ -86,7 +98,7 @@ class SyntheticSettings(_Settings):
 
 
 @dataclass(frozen=True)
-class AmazonSettings(_Settings):
+class AmazonSettings(_DataSettings):
     """Raw Amazon Reviews 2018 files processed as MiniOneRec does (see docs/DATA.md)."""
 
     source: str = "amazon2018"
@@ -100,12 +112,13 @@ class AmazonSettings(_Settings):
     max_history: int = 10
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(bool(self.reviews and self.meta), "amazon2018: both 'reviews' and 'meta' paths are required")
         _check(self.user_k >= 2 and self.item_k >= 1, "amazon2018: need user_k >= 2 and item_k >= 1")
 
 
 @dataclass(frozen=True)
-class ImportSettings(_Settings):
+class ImportSettings(_DataSettings):
     """An existing MiniOneRec-format directory (e.g. ../shared/data/office_products)."""
 
     source: str = "minionerec"
@@ -113,6 +126,7 @@ class ImportSettings(_Settings):
     max_history: int = 10  # history cap for training sequences derived when train.csv is absent
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _check(bool(self.path), "minionerec: 'path' to the dataset directory is required")
 
 

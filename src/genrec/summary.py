@@ -18,6 +18,12 @@ COMPARED = ("HR@10", "NDCG@10")  # metrics of the paired comparisons
 ID_COLUMNS = ["dataset", "kind", "encoder", "sid", "sft", "rl", "baseline"]
 
 
+def _train_fraction(entry: dict) -> float | None:
+    if "data_stats" not in entry:
+        return None
+    return read_json(entry["data_stats"], "data stats").get("train_fraction", 1.0)
+
+
 def _metric_columns(m: dict) -> dict:
     out = {k: m.get(k) for k in METRIC_COLUMNS}
     for k in CI_METRICS:
@@ -31,8 +37,8 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
 
     Args:
         cells: per cell ``{"dataset", "encoder", "sid", "sft", "rl", "metrics", "sid_stats", "train_log"}``
-            (the last three are file paths).
-        baselines: per baseline ``{"dataset", "baseline", "metrics"}``.
+            (the last three are file paths), optionally ``data_stats`` (for ``train_fraction``).
+        baselines: per baseline ``{"dataset", "baseline", "metrics"}``, optionally ``data_stats``.
         out_csv: the table to write (atomically).
 
     Returns:
@@ -52,6 +58,7 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                 "sft": c["sft"],
                 "rl": c["rl"],
                 "baseline": "",
+                "train_fraction": _train_fraction(c),
                 **_metric_columns(m),
                 "sid_collision_rate_before": sid["collision_rate_before"],
                 "sid_collision_rate_after": sid["collision_rate_after"],
@@ -78,6 +85,7 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                 "sft": "",
                 "rl": "",
                 "baseline": b["baseline"],
+                "train_fraction": _train_fraction(b),
                 **_metric_columns(m),
                 "baseline_train_time_s": (m.get("train") or {}).get("train_time_s"),
                 "eval_users_per_s": m.get("users_per_s"),

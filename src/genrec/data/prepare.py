@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+import pandas as pd
+
 from genrec.data.format import write_dataset
 from genrec.logs import log_settings
 from genrec.settings import AmazonSettings, DatasetSettings, ImportSettings, SyntheticSettings
@@ -37,6 +39,31 @@ def prepare_data(settings: DatasetSettings, out_dir: str | os.PathLike[str]) -> 
             extra["source.index.json"] = source_index
     else:  # pragma: no cover - dataset_settings() only builds the three kinds
         raise TypeError(f"unknown dataset settings {type(settings).__name__}")
-    stats = {**stats, **{f"{k}_rows": len(v) for k, v in splits.items()}, "items": len(items)}
+    if settings.train_fraction < 1:
+        splits = {
+            **splits,
+            "train": subsample_users(splits["train"], settings.train_fraction, settings.train_fraction_seed),
+        }
+    stats = {
+        **stats,
+        **{f"{k}_rows": len(v) for k, v in splits.items()},
+        "items": len(items),
+        "train_fraction": settings.train_fraction,
+        "train_users": int(splits["train"]["user_id"].nunique()),
+    }
     write_dataset(out_dir, items, splits, extra={"data_stats.json": stats, **extra})
     log.info("dataset stats: %s", {k: v for k, v in stats.items() if not isinstance(v, dict)})
+
+
+def subsample_users(train: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """Keep all training rows of a seeded random ``fraction`` of the training users (at least one).
+
+    >>> df = pd.DataFrame({"user_id": ["a", "a", "b", "c", "d"], "item_id": [1, 2, 3, 4, 5]})
+    >>> len(subsample_users(df, 0.5, seed=0)["user_id"].unique())
+    2
+    """
+    import numpy as np
+
+    users = np.array(sorted(train["user_id"].unique()))
+    keep = np.random.default_rng(seed).choice(users, size=max(1, round(fraction * len(users))), replace=False)
+    return train[train["user_id"].isin(set(keep))].reset_index(drop=True)
