@@ -120,11 +120,11 @@ def plot_sid_methods(summary: pd.DataFrame, path: str) -> None:
     """HR@10 with intervals and the level-a code entropy of each SID method (LLM cells)."""
     plt = _plt()
     llm = summary[summary["kind"] == "llm"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     if llm["sid"].nunique() < 2:
-        for ax in axes:
-            _note(ax, f"one SID method in this matrix ({', '.join(llm['sid'].unique())}): nothing to compare")
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        _note(ax, f"one SID method in this matrix ({', '.join(llm['sid'].unique())}): nothing to compare")
     else:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
         by = llm.groupby("sid")
         best = by["HR@10"].idxmax()
         rows = llm.loc[best].reset_index(drop=True)
