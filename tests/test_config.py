@@ -35,6 +35,9 @@ def test_shipped_configs_validate(path):
         (lambda c: c["experiments"][0].update(sft_variants=["nope"]), r"experiments.0.sft_variants: \['nope'\]"),
         (lambda c: c["sft_variants"]["full"].update(model="gpt-9"), "unknown model 'gpt-9'"),
         (lambda c: c["datasets"]["synthetic"].update(n_users="many"), "datasets.synthetic"),
+        (lambda c: c["datasets"]["synthetic"].update(train_fraction=0), "train_fraction must be in"),
+        (lambda c: c["baselines"]["sasrec"].update(hiden=64), r"unknown key\(s\) \['hiden'\]"),
+        (lambda c: c["baselines"].update(caser={}), "Additional properties are not allowed"),
     ],
 )
 def test_bad_config_named(edit, message):
