@@ -40,6 +40,7 @@ def get_summary_cells():
             "rl": c.rl,
             "metrics": f"{c.run_dir}/metrics.json",
             "results": f"{c.run_dir}/eval_results.json",
+            "policy": f"{c.run_dir}/policy.json",
             "data_stats": f"results/{c.dataset}/data/data_stats.json",
             "sid_stats": f"results/{c.dataset}/sid/{c.encoder}/{c.sid}/sid_stats.json",
             "train_log": f"results/{c.dataset}/runs/{c.encoder}-{c.sid}/sft-{c.sft}/train_log.json",

@@ -68,6 +68,10 @@ def test_tiny_matrix_outputs(tiny_run):
 
     ci = ["HR@10_ci_low", "HR@10_ci_high", "NDCG@10_ci_low", "NDCG@10_ci_high"]
     assert summary[METRIC_COLUMNS + ci].notna().all().all()  # no empty metric, cells and baselines alike
+    assert (summary.loc[summary["kind"] == "llm", "rl_train_time_s"] == 0).all()  # rl: none trains nothing
+    assert (summary.loc[summary["kind"] == "baseline", "baseline"] != "popularity").sum() == 2
+    assert summary.loc[summary["baseline"].isin(["sasrec", "gru4rec"]), "baseline_train_time_s"].gt(0).all()
+    assert (summary["train_fraction"] == 1.0).all()
     assert (summary["HR@10_ci_low"] <= summary["HR@10"]).all() and (summary["HR@10"] <= summary["HR@10_ci_high"]).all()
     comparisons = pd.read_csv(res / "comparisons.csv")
     assert len(comparisons) == 2 * 2  # 2 cells x (best baseline) x (HR@10, NDCG@10); no RL cells here

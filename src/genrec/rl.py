@@ -29,6 +29,12 @@ def run_rl(settings: RLSettings, sft_checkpoint: str, policy_json: str) -> None:
         raise FileNotFoundError(f"SFT checkpoint not found: {sft_checkpoint}")
     write_json(
         policy_json,
-        {"method": settings.method, "checkpoint": os.path.abspath(sft_checkpoint), "settings": settings.to_dict()},
+        {
+            "method": settings.method,
+            "checkpoint": os.path.abspath(sft_checkpoint),
+            "settings": settings.to_dict(),
+            "train_time_s": 0.0,  # nothing trained; GRPO records its own time and peak memory here
+            "peak_memory_gb": None,
+        },
     )
     log.info("rl method %s: evaluating the SFT checkpoint %s as is", settings.method, sft_checkpoint)

@@ -24,6 +24,11 @@ def _train_fraction(entry: dict) -> float | None:
     return read_json(entry["data_stats"], "data stats").get("train_fraction", 1.0)
 
 
+def _rl_columns(cell: dict) -> dict:
+    policy = read_json(cell["policy"], "policy file") if "policy" in cell else {}
+    return {"rl_train_time_s": policy.get("train_time_s"), "rl_peak_memory_gb": policy.get("peak_memory_gb")}
+
+
 def _metric_columns(m: dict) -> dict:
     out = {k: m.get(k) for k in METRIC_COLUMNS}
     for k in CI_METRICS:
@@ -37,7 +42,8 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
 
     Args:
         cells: per cell ``{"dataset", "encoder", "sid", "sft", "rl", "metrics", "sid_stats", "train_log"}``
-            (the last three are file paths), optionally ``data_stats`` (for ``train_fraction``).
+            (the last three are file paths), optionally ``data_stats`` (for ``train_fraction``) and
+            ``policy`` (the RL stage's ``policy.json``, for its train time and peak memory).
         baselines: per baseline ``{"dataset", "baseline", "metrics"}``, optionally ``data_stats``.
         out_csv: the table to write (atomically).
 
@@ -70,6 +76,7 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                 "sid_coherence_random": sid["semantic_coherence"]["random_cosine"],
                 "sft_train_time_s": train["train_time_s"],
                 "sft_peak_memory_gb": train["peak_memory_gb"],
+                **_rl_columns(c),
                 "eval_users_per_s": m.get("users_per_s"),
                 "eval_peak_memory_gb": m.get("peak_memory_gb"),
             }
