@@ -7,6 +7,7 @@ from oracle import hf_constrained_beam_search
 from genrec.decoding import (
     SIDTrie,
     constrained_beam_search,
+    constrained_sample,
     memory_per_user,
     rank,
     score_all_items,
@@ -281,3 +282,27 @@ def test_exact_scoring_refuses_sliding_window_attention(model_and_index):
     sliding = Qwen2ForCausalLM(cfg).eval()
     with pytest.raises(ValueError, match="sliding-window"):
         score_catalogue(sliding, _prompts(tok, index), trie, tok.pad_token_id)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_constrained_sampling_draws_only_index_sids_with_their_true_scores(model_and_index, mixed):
+    model, tok, index = model_and_index
+    idx = mixed_length_index(index) if mixed else index
+    trie = SIDTrie.from_index(idx, tok)
+    prompts = _prompts(tok, index)
+    gen = torch.Generator().manual_seed(0)
+    items, logp = constrained_sample(model, prompts, trie, 16, tok.pad_token_id, temperature=1.5, generator=gen)
+    assert items.shape == (3, 16) and ((items >= 0) & (items < len(idx))).all()
+    assert len({tuple(r) for r in items.tolist()}) > 1  # it samples
+    for r, p in enumerate(prompts):
+        exact = score_all_items(model, p, trie, tok)
+        torch.testing.assert_close(logp[r], exact[items[r]], atol=1e-4, rtol=1e-4)
+    again = constrained_sample(
+        model, prompts, trie, 16, tok.pad_token_id, temperature=1.5, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(again[0], items)  # seeded
+    cold, _ = constrained_sample(model, prompts, trie, 4, tok.pad_token_id, temperature=1e-4)
+    greedy, _ = constrained_beam_search(model, prompts, trie, 1, tok.pad_token_id)
+    assert (cold == greedy).all()  # temperature -> 0 is greedy decoding
+    with pytest.raises(ValueError, match="temperature > 0"):
+        constrained_sample(model, prompts, trie, 4, tok.pad_token_id, temperature=0)

@@ -214,6 +214,65 @@ def constrained_beam_search(
 
 
 @torch.no_grad()
+def constrained_sample(
+    model,
+    prompts: Sequence[Sequence[int]],
+    trie: SIDTrie,
+    num_samples: int,
+    pad_id: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``num_samples`` SIDs per prompt, drawn level by level from the model restricted to the index.
+
+    Each prompt is prefilled once and its cache expanded to the samples. At every level the next
+    token is drawn from the softmax of the allowed children's log-probabilities divided by
+    ``temperature`` (all samples of the batch in one ``multinomial`` call), so every sample is a
+    SID of the index. The rollouts of GRPO's ``sampling`` mode; duplicates are possible (a group
+    is the set of distinct candidates).
+
+    Returns:
+        ``items`` ``(B, num_samples)`` item ids and ``logp`` ``(B, num_samples)``, each sample's
+        sum of SID token log-probabilities under the untempered model (the beam-search score).
+
+    Raises:
+        ValueError: ``temperature`` <= 0 or ``num_samples`` < 1.
+    """
+    if temperature <= 0 or num_samples < 1:
+        raise ValueError(f"need temperature > 0 and num_samples >= 1, got {temperature} and {num_samples}")
+    device = trie.children.device
+    ids, mask = left_pad(prompts, pad_id, device)
+    b = ids.shape[0]
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    rows = torch.arange(b, device=device).repeat_interleave(num_samples)  # (B*S,) prompt of each sample
+    cache = out.cache
+    cache.reorder_cache(rows)
+    logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1).index_select(0, rows)  # (B*S, V)
+    mask, last_pos = mask.index_select(0, rows), pos[:, -1:].index_select(0, rows)
+    node = torch.zeros(b * num_samples, dtype=torch.long, device=device)
+    total = torch.zeros(b * num_samples, device=device)
+    for level in range(trie.depth):
+        cand_tok = trie.children[node]  # (R, C)
+        tok_logp = logp.gather(-1, cand_tok.clamp(min=0)).masked_fill(cand_tok == STAY, 0.0)
+        weights = torch.softmax((tok_logp / temperature).masked_fill(cand_tok == -1, NEG_INF), dim=-1)
+        pick = torch.multinomial(weights.cpu(), 1, generator=generator).to(device)  # (R, 1)
+        total += tok_logp.gather(1, pick).squeeze(1)
+        new_tok = cand_tok.gather(1, pick)
+        node = trie.child_node[node].gather(1, pick).squeeze(1)
+        if level == trie.depth - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+        last_pos = last_pos + 1
+        out = model(
+            input_ids=new_tok.clamp(min=0), attention_mask=mask, position_ids=last_pos, cache=cache, use_cache=True
+        )
+        cache = out.cache
+        logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+    return trie.leaf_item[node].view(b, num_samples), total.view(b, num_samples)
+
+
+@torch.no_grad()
 def score_all_items(model, prompt: Sequence[int], trie: SIDTrie, tokenizer) -> torch.Tensor:
     """Brute-force log-probability of every item's SID given one prompt, one full sequence each (a test oracle).
 
