@@ -52,3 +52,11 @@ def test_combination_and_errors():
         combined_rewards({"bleu": 1.0}, group, ctx)
     with pytest.raises(ValueError, match="needs a trained scorer"):
         combined_rewards({"collaborative": 1.0}, group, ctx)
+
+
+def test_collaborative_reward_reads_histories_at_the_scorer_length():
+    torch.manual_seed(0)
+    scorer = build_model("gru4rec", len(INDEX), SeqRecSettings(max_len=3)).eval()
+    values = collaborative(Group([1, 2], target=2, history=[0, 1, 2, 3, 4]), RewardContext(INDEX, scorer=scorer))
+    full = torch.softmax(scorer(torch.tensor([[2, 3, 4]]))[0], -1)
+    assert values == pytest.approx(full[[1, 2]].tolist())

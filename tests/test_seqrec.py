@@ -67,3 +67,11 @@ def test_unknown_kind_and_bad_settings():
         build_model("caser", N_ITEMS, SeqRecSettings())
     with pytest.raises(ValueError, match="divide by heads"):
         SeqRecSettings(hidden=32, heads=3)
+
+
+def test_ties_rank_against_the_target():
+    class Flat(torch.nn.Module):
+        def forward(self, hist):
+            return torch.zeros(len(hist), N_ITEMS)
+
+    assert target_ranks(Flat(), encode_histories([[1], [2]], N_ITEMS, 3), torch.tensor([0, 5])) == [N_ITEMS - 1] * 2

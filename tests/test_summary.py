@@ -34,6 +34,9 @@ def test_compare_pairs_cells_with_their_sft_parent_and_the_best_baseline(tmp_pat
     hr = rl_vs_sft[rl_vs_sft["metric"] == "HR@10"].iloc[0]
     assert hr["diff"] == pytest.approx(0.75 - 0.5) and hr["ci_low"] > 0 and hr["p_value"] < 0.01
     assert len(table[table["cell"] == "e-s-f-none"]) == 2  # no parent for an SFT-only cell: baseline rows only
+    first_half = {**sft, "results": _results(tmp_path / "h.json", items[:100], [r % 2 == 0 for r in items[:100]])}
+    half = compare([first_half], [weak, strong], str(tmp_path / "half.csv"))  # eval.max_users = 100
+    assert (half["n"] == 100).all() and half.iloc[0]["diff"] == pytest.approx(0.5 - 0.6)
     bad = {**strong, "results": _results(tmp_path / "r.json", items[::-1], [True] * 200)}
     with pytest.raises(ValueError, match="same test rows"):
         compare([sft], [bad], str(tmp_path / "x.csv"))

@@ -49,9 +49,9 @@ def _errorbars(ax, rows: pd.DataFrame, metric: str, offset: float, width: float,
     import numpy as np
 
     x = np.arange(len(rows)) + offset
-    low = rows[metric] - rows[f"{metric}_ci_low"]
-    high = rows[f"{metric}_ci_high"] - rows[metric]
-    ax.bar(x, rows[metric], width, yerr=[low.fillna(0), high.fillna(0)], capsize=3, label=label)
+    low = (rows[metric] - rows[f"{metric}_ci_low"]).fillna(0).clip(lower=0)  # float noise can make it -1e-16
+    high = (rows[f"{metric}_ci_high"] - rows[metric]).fillna(0).clip(lower=0)
+    ax.bar(x, rows[metric], width, yerr=[low, high], capsize=3, label=label)
 
 
 def plot_methods(summary: pd.DataFrame, path: str) -> None:
@@ -86,9 +86,8 @@ def plot_sft_vs_rl(comparisons: pd.DataFrame, path: str) -> None:
         for i, metric in enumerate(("HR@10", "NDCG@10")):
             r = rows[rows["metric"] == metric].reset_index(drop=True)
             x = [j + (i - 0.5) * 0.4 for j in range(len(r))]
-            ax.errorbar(
-                x, r["diff"], yerr=[r["diff"] - r["ci_low"], r["ci_high"] - r["diff"]], fmt="o", capsize=3, label=metric
-            )
+            err = [(r["diff"] - r["ci_low"]).clip(lower=0), (r["ci_high"] - r["diff"]).clip(lower=0)]
+            ax.errorbar(x, r["diff"], yerr=err, fmt="o", capsize=3, label=metric)
             ax.set_xticks(range(len(r)), r["cell"], rotation=20, ha="right")
         ax.axhline(0, color="grey", lw=1)
         ax.set_ylabel("RL minus SFT")
@@ -152,7 +151,10 @@ def plot_data_scale(summary: pd.DataFrame, path: str) -> None:
             ax.errorbar(
                 rows["train_fraction"],
                 rows["HR@10"],
-                yerr=[rows["HR@10"] - rows["HR@10_ci_low"], rows["HR@10_ci_high"] - rows["HR@10"]],
+                yerr=[
+                    (rows["HR@10"] - rows["HR@10_ci_low"]).clip(lower=0),
+                    (rows["HR@10_ci_high"] - rows["HR@10"]).clip(lower=0),
+                ],
                 fmt="o-",
                 capsize=3,
                 label=label,

@@ -40,7 +40,6 @@ class RewardContext:
 
     index: Mapping[int, Sequence[str]]  # item id -> SID level tokens
     scorer: torch.nn.Module | None = None  # genrec.seqrec.load_scorer(...)
-    scorer_max_len: int = 10
 
 
 def exact(group: Group, ctx: RewardContext) -> list[float]:
@@ -97,7 +96,7 @@ def collaborative(group: Group, ctx: RewardContext) -> list[float]:
     if ctx.scorer is None:
         raise ValueError("the collaborative reward needs a trained scorer (baselines: sasrec) in the reward context")
     n_items = ctx.scorer.n_items
-    probs = torch.softmax(ctx.scorer(encode_histories([group.history], n_items, ctx.scorer_max_len))[0], dim=-1)
+    probs = torch.softmax(ctx.scorer(encode_histories([group.history], n_items, ctx.scorer.max_len))[0], dim=-1)
     return probs[torch.tensor(list(group.items))].tolist()
 
 

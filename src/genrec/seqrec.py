@@ -98,7 +98,7 @@ def build_model(kind: str, n_items: int, settings: SeqRecSettings) -> nn.Module:
     if kind not in KINDS:
         raise ValueError(f"unknown sequential recommender {kind!r}: use one of {KINDS}")
     cls = SASRec if kind == "sasrec" else GRU4Rec
-    return cls(
+    model = cls(
         n_items,
         hidden=settings.hidden,
         heads=settings.heads,
@@ -106,6 +106,8 @@ def build_model(kind: str, n_items: int, settings: SeqRecSettings) -> nn.Module:
         max_len=settings.max_len,
         dropout=settings.dropout,
     )
+    model.max_len = settings.max_len  # the history length it reads (rewards encode histories with it)
+    return model
 
 
 def encode_histories(histories: Sequence[Sequence[int]], n_items: int, max_len: int) -> torch.Tensor:
@@ -124,13 +126,13 @@ def encode_histories(histories: Sequence[Sequence[int]], n_items: int, max_len: 
 
 @torch.no_grad()
 def target_ranks(model: nn.Module, hist: torch.Tensor, targets: torch.Tensor, batch: int = 1024) -> list[int]:
-    """0-based rank of each target among all items (ties count against it)."""
+    """0-based rank of each target among all items (ties count against it: equal scores rank above)."""
     model.eval()
     ranks = []
     for s in range(0, len(hist), batch):
         scores = model(hist[s : s + batch])
         t = targets[s : s + batch]
-        ranks += (scores > scores.gather(1, t.unsqueeze(1))).sum(1).tolist()
+        ranks += ((scores >= scores.gather(1, t.unsqueeze(1))).sum(1) - 1).tolist()
     return ranks
 
 
@@ -237,7 +239,7 @@ def run_baseline(
     start = time.perf_counter()
     with torch.no_grad():
         top = torch.cat(
-            [model(hist[s : s + 1024]).topk(settings.top_k, dim=-1).indices for s in range(0, len(hist), 1024)]
+            [model(hist[s : s + 1024]).topk(min(settings.top_k, n), dim=-1).indices for s in range(0, len(hist), 1024)]
         )
     rank_time = time.perf_counter() - start
     rows = [

@@ -109,10 +109,24 @@ def _cell_name(c: dict) -> str:
     return f"{c['encoder']}-{c['sid']}-{c['sft']}-{c['rl']}"
 
 
-def _per_row_values(results_json: str, what: str) -> tuple[list[int], dict[str, list[float]]]:
+def _per_row_values(results_json: str, what: str) -> tuple[list[tuple], dict[str, list[float]]]:
     rows = read_json(results_json, what)
     ranks = row_ranks(rows)
-    return [r["item_id"] for r in rows], {m: per_row(ranks, m) for m in COMPARED}
+    return [(str(r.get("user_id")), r["item_id"]) for r in rows], {m: per_row(ranks, m) for m in COMPARED}
+
+
+def _paired(mine, theirs, where: str):
+    """The two result lists on their common test rows: equal keys, or one list the leading part of the other
+    (an LLM cell evaluated with ``eval.max_users`` covers the first N rows of the split).
+
+    Raises:
+        ValueError: neither.
+    """
+    (a_keys, a), (b_keys, b) = mine, theirs
+    n = min(len(a_keys), len(b_keys))
+    if a_keys[:n] != b_keys[:n]:
+        raise ValueError(f"{where}: the two result files do not cover the same test rows in the same order")
+    return n, {m: v[:n] for m, v in a.items()}, {m: v[:n] for m, v in b.items()}
 
 
 def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_boot: int = 2000) -> pd.DataFrame:
@@ -120,8 +134,10 @@ def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_bo
 
     The SFT parent of a cell is the cell with the same dataset, encoder, SID and SFT variant and
     ``rl == "none"`` (compared only when it is in the matrix and differs from the cell). The best
-    baseline is the dataset's baseline with the highest HR@10. Rows are paired by test row (both
-    ``eval_results.json`` follow the test split's order; a mismatch is an error).
+    baseline is the dataset's baseline with the highest test HR@10: a post-hoc choice that favours
+    the baseline, so it makes the comparison conservative. Rows are paired by (user, item); when a
+    cell was evaluated on the first ``eval.max_users`` rows only, the comparison uses those rows
+    (``n``). Any other mismatch is an error.
 
     Args:
         cells, baselines: as for :func:`summarize`, each with ``results`` (its ``eval_results.json``).
@@ -151,10 +167,8 @@ def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_bo
         if c["dataset"] in best:
             name = best[c["dataset"]]
             refs.append(("best_baseline", name, base_values[name + "@" + c["dataset"]]))
-        items, mine = values[id(c)]
-        for kind, ref_name, (ref_items, theirs) in refs:
-            if ref_items != items:
-                raise ValueError(f"{_cell_name(c)} and {ref_name} do not cover the same test rows in the same order")
+        for kind, ref_name, ref_values in refs:
+            n, mine, theirs = _paired(values[id(c)], ref_values, f"{_cell_name(c)} vs {ref_name}")
             for metric in COMPARED:
                 boot = paired_bootstrap(mine[metric], theirs[metric], n_boot=n_boot)
                 rows.append(
@@ -165,7 +179,7 @@ def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_bo
                         "reference": ref_name,
                         "metric": metric,
                         **boot,
-                        "n": len(items),
+                        "n": n,
                     }
                 )
     columns = ["dataset", "cell", "reference_kind", "reference", "metric", "diff", "ci_low", "ci_high", "p_value", "n"]
