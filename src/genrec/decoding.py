@@ -59,9 +59,13 @@ class SIDTrie:
         return self.children.shape[0] - 1
 
     @property
+    def inner_mask(self) -> torch.Tensor:
+        """``(n_nodes,)`` bool: nodes below the root that have children (the prefixes exact scoring runs)."""
+        return (self.node_depth >= 1) & (self.leaf_item < 0) & (self.node_token >= 0)
+
+    @property
     def n_inner(self) -> int:
-        """Nodes below the root that have children: the prefixes exact scoring runs the model on."""
-        return int(((self.node_depth >= 1) & (self.leaf_item < 0) & (self.node_token >= 0)).sum())
+        return int(self.inner_mask.sum())
 
     @classmethod
     def from_index(cls, index: Mapping[int, Sequence[str]], tokenizer) -> SIDTrie:
@@ -149,6 +153,43 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device
     return ids, mask
 
 
+def _prefill(model, prompts: Sequence[Sequence[int]], pad_id: int, device: torch.device):
+    """Run the left-padded prompts once with a KV cache.
+
+    Returns:
+        ``mask`` ``(B, T)``, ``pos`` ``(B, T)`` positions that ignore left padding, and the model output
+        (logits of the last position only, and the cache).
+    """
+    ids, mask = left_pad(prompts, pad_id, device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return mask, pos, model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+
+
+def _last_logp(out) -> torch.Tensor:
+    """``(R, V)`` float32 log-probabilities of the next token after each row's last position."""
+    return torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+
+
+def _extend(model, tokens: torch.Tensor, mask: torch.Tensor, last_pos: torch.Tensor, cache):
+    """Feed one new token per row (``tokens`` ``(R, 1)``; STAY and dead rows feed token 0).
+
+    Returns:
+        The mask and positions grown by one, and the model output.
+    """
+    mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    last_pos = last_pos + 1
+    out = model(input_ids=tokens.clamp(min=0), attention_mask=mask, position_ids=last_pos, cache=cache, use_cache=True)
+    return mask, last_pos, out
+
+
+def _child_logp(logp: torch.Tensor, cand_tok: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of candidate child tokens ``(..., C)`` from ``logp`` ``(..., V)``; STAY costs 0.
+
+    Entries of absent children (-1) are meaningless: callers mask them.
+    """
+    return logp.gather(-1, cand_tok.clamp(min=0)).masked_fill(cand_tok == STAY, 0.0)
+
+
 @torch.no_grad()
 def constrained_beam_search(
     model, prompts: Sequence[Sequence[int]], trie: SIDTrie, num_beams: int, pad_id: int
@@ -167,12 +208,10 @@ def constrained_beam_search(
         ``scores`` ``(B, num_beams)`` float32 sums of SID token log-probabilities, best first.
     """
     device = trie.children.device
-    ids, mask = left_pad(prompts, pad_id, device)
-    b = ids.shape[0]
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T) positions that ignore left padding
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    mask, pos, out = _prefill(model, prompts, pad_id, device)
+    b = mask.shape[0]
     cache = out.cache
-    logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B*W, V), W = 1 at first
+    logp = _last_logp(out)  # (B*W, V), W = 1 at first
     node = torch.zeros((b, 1), dtype=torch.long, device=device)  # (B, W)
     score = torch.zeros((b, 1), device=device)  # (B, W)
     last_pos = pos[:, -1:]  # (B, 1)
@@ -181,7 +220,7 @@ def constrained_beam_search(
         w = node.shape[1]
         cand_tok = trie.children[node]  # (B, W, C)
         cand_node = trie.child_node[node]  # (B, W, C)
-        tok_logp = logp.view(b, w, -1).gather(-1, cand_tok.clamp(min=0)).masked_fill(cand_tok == STAY, 0.0)
+        tok_logp = _child_logp(logp.view(b, w, -1), cand_tok)  # (B, W, C)
         cand = (score.unsqueeze(-1) + tok_logp).masked_fill(cand_tok == -1, NEG_INF).view(b, w * width)  # (B, W*C)
         k = min(num_beams, w * width)
         score, flat = cand.topk(k, dim=-1)  # (B, k)
@@ -193,17 +232,11 @@ def constrained_beam_search(
             break
         rows = (torch.arange(b, device=device).unsqueeze(1) * w + src).view(-1)  # (B*k,) cache rows
         cache.reorder_cache(rows)
-        mask = torch.cat([mask.index_select(0, rows), torch.ones((b * k, 1), dtype=mask.dtype, device=device)], 1)
-        last_pos = last_pos.index_select(0, rows) + 1
-        out = model(
-            input_ids=new_tok.clamp(min=0).view(-1, 1),
-            attention_mask=mask,
-            position_ids=last_pos,
-            cache=cache,
-            use_cache=True,
+        mask, last_pos, out = _extend(
+            model, new_tok.view(-1, 1), mask.index_select(0, rows), last_pos.index_select(0, rows), cache
         )
         cache = out.cache
-        logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        logp = _last_logp(out)
     items = trie.leaf_item[node]  # (B, k)
     items = items.masked_fill(score == NEG_INF, -1)
     if items.shape[1] < num_beams:  # catalogue smaller than the beam
@@ -241,20 +274,18 @@ def constrained_sample(
     if temperature <= 0 or num_samples < 1:
         raise ValueError(f"need temperature > 0 and num_samples >= 1, got {temperature} and {num_samples}")
     device = trie.children.device
-    ids, mask = left_pad(prompts, pad_id, device)
-    b = ids.shape[0]
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    mask, pos, out = _prefill(model, prompts, pad_id, device)
+    b = mask.shape[0]
     rows = torch.arange(b, device=device).repeat_interleave(num_samples)  # (B*S,) prompt of each sample
     cache = out.cache
     cache.reorder_cache(rows)
-    logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1).index_select(0, rows)  # (B*S, V)
+    logp = _last_logp(out).index_select(0, rows)  # (B*S, V)
     mask, last_pos = mask.index_select(0, rows), pos[:, -1:].index_select(0, rows)
     node = torch.zeros(b * num_samples, dtype=torch.long, device=device)
     total = torch.zeros(b * num_samples, device=device)
     for level in range(trie.depth):
         cand_tok = trie.children[node]  # (R, C)
-        tok_logp = logp.gather(-1, cand_tok.clamp(min=0)).masked_fill(cand_tok == STAY, 0.0)
+        tok_logp = _child_logp(logp, cand_tok)
         weights = torch.softmax((tok_logp / temperature).masked_fill(cand_tok == -1, NEG_INF), dim=-1)
         pick = torch.multinomial(weights.cpu(), 1, generator=generator).to(device)  # (R, 1)
         total += tok_logp.gather(1, pick).squeeze(1)
@@ -262,13 +293,9 @@ def constrained_sample(
         node = trie.child_node[node].gather(1, pick).squeeze(1)
         if level == trie.depth - 1:
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-        last_pos = last_pos + 1
-        out = model(
-            input_ids=new_tok.clamp(min=0), attention_mask=mask, position_ids=last_pos, cache=cache, use_cache=True
-        )
+        mask, last_pos, out = _extend(model, new_tok, mask, last_pos, cache)
         cache = out.cache
-        logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+        logp = _last_logp(out)
     return trie.leaf_item[node].view(b, num_samples), total.view(b, num_samples)
 
 
@@ -299,7 +326,7 @@ def _tree_layout(trie: SIDTrie) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     """
     n = trie.children.shape[0]
     device = trie.children.device
-    is_inner = (trie.node_depth >= 1) & (trie.leaf_item < 0) & (trie.node_token >= 0)
+    is_inner = trie.inner_mask
     ids = torch.arange(n, device=device)
     inner = ids[is_inner][trie.node_depth[is_inner].argsort(stable=True)]
     slot = torch.full((n,), -1, dtype=torch.long, device=device)
@@ -341,10 +368,8 @@ def score_catalogue(
     if attn not in ("sdpa", "eager"):
         raise ValueError(f"exact scoring needs a custom attention mask: load the model with sdpa or eager, not {attn}")
     device = trie.children.device
-    ids, mask = left_pad(prompts, pad_id, device)
-    b, t = ids.shape
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+    mask, pos, out = _prefill(model, prompts, pad_id, device)
+    b, t = mask.shape
     cache = out.cache
     edge = torch.zeros((b, trie.children.shape[0]), device=device)  # (B, n_nodes) log-prob of each node's token
 
