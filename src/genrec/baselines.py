@@ -34,23 +34,35 @@ def popularity(settings: PopularitySettings, data_dir: str, split: str, results_
     items = read_items(os.path.join(data_dir, "item.json"))
     train = read_split(os.path.join(data_dir, "train.csv"), n_items=len(items))
     test = read_split(os.path.join(data_dir, f"{split}.csv"), n_items=len(items))
-    ranking = [str(i) for i in popularity_ranking(train["item_id"].tolist(), len(items), settings.top_k)]
-    rows = [
-        {
-            "input": h,
-            "output": str(t),
-            "predict": ranking,
-            "user_id": u,
-            "item_id": int(t),
-            "predict_items": [int(i) for i in ranking],
-        }
-        for u, h, t in zip(test["user_id"], test["history_item_id"], test["item_id"])
-    ]
-    return write_results(
-        rows,
-        [str(t) for t in test["item_id"]],
-        {str(i) for i in items},
+    ranking = popularity_ranking(train["item_id"].tolist(), len(items), settings.top_k)
+    return write_item_rankings(
+        test,
+        [ranking] * len(test),
+        len(items),
         results_json,
         metrics_json,
         {"settings": settings.to_dict(), "split": split},
     )
+
+
+def write_item_rankings(
+    test, rankings: list[list[int]], n_items: int, results_json: str, metrics_json: str, extra: dict
+) -> dict:
+    """Score per-row rankings of item ids against a split's targets and write both result files.
+
+    The rows follow MiniOneRec's format with item ids standing in for SIDs (``predict`` holds them
+    as strings), so every id-based baseline is scored by the same metrics code as the LLM cells.
+    """
+    rows = [
+        {
+            "input": h,
+            "output": str(t),
+            "predict": [str(i) for i in ranking],
+            "user_id": u,
+            "item_id": int(t),
+            "predict_items": [int(i) for i in ranking],
+        }
+        for u, h, t, ranking in zip(test["user_id"], test["history_item_id"], test["item_id"], rankings)
+    ]
+    targets = [str(t) for t in test["item_id"]]
+    return write_results(rows, targets, {str(i) for i in range(n_items)}, results_json, metrics_json, extra)

@@ -225,7 +225,7 @@ def run_baseline(
     Returns:
         The test metrics (with training figures under ``train``).
     """
-    from genrec.evaluate import write_results
+    from genrec.baselines import write_item_rankings
 
     log_settings(log, kind, settings)
     if threads:
@@ -242,25 +242,12 @@ def run_baseline(
             [model(hist[s : s + 1024]).topk(min(settings.top_k, n), dim=-1).indices for s in range(0, len(hist), 1024)]
         )
     rank_time = time.perf_counter() - start
-    rows = [
-        {
-            "input": h,
-            "output": str(t),
-            "predict": [str(i) for i in pred],
-            "user_id": u,
-            "item_id": int(t),
-            "predict_items": pred,
-        }
-        for u, h, t, pred in zip(test["user_id"], test["history_item_id"], test["item_id"], top.tolist())
-    ]
     save_scorer(model, kind, settings, n, scorer_dir)
     extra = {
-        "users_per_s": len(rows) / rank_time,
+        "users_per_s": len(test) / rank_time,
         "train": {k: v for k, v in train_log.items() if k != "curve"},
         "curve": train_log["curve"],
         "settings": settings.to_dict(),
         "split": "test",
     }
-    return write_results(
-        rows, [str(t) for t in test["item_id"]], {str(i) for i in items}, results_json, metrics_json, extra
-    )
+    return write_item_rankings(test, top.tolist(), n, results_json, metrics_json, extra)
