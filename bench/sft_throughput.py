@@ -30,6 +30,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from shapes import SHAPES, make_model  # bench/shapes.py (the script's folder is on sys.path)
 
 from genrec.models import parameter_count, peak_memory_gb, reset_peak_memory
 from genrec.settings import SFTSettings
@@ -37,27 +38,9 @@ from genrec.sft import build_trainer, prepare_model, seed_everything, training_a
 
 REPO = Path(__file__).resolve().parents[1]
 
-SHAPES = {  # Qwen2.5-0.5B's configuration, and a 4-layer cut of it that trains on a laptop CPU
-    "qwen2.5-0.5b": dict(
-        hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2
-    ),
-    "qwen2.5-0.5b-4layers": dict(
-        hidden_size=896, intermediate_size=4864, num_hidden_layers=4, num_attention_heads=14, num_key_value_heads=2
-    ),
-}
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A6000": 155e12}  # dense TFLOP/s
 N_SID_TOKENS = 24  # new token rows trained with LoRA (3 levels x 8 codes, as the default job)
 RESPONSE = 4  # 3 SID tokens + end of turn
-
-
-def make_model(shape: str, dtype: torch.dtype):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    cfg = Qwen2Config(
-        vocab_size=151936, max_position_embeddings=4096, tie_word_embeddings=True, **SHAPES[shape]
-    )  # fmt: skip
-    torch.manual_seed(0)
-    return Qwen2ForCausalLM(cfg).to(dtype)
 
 
 def flops_per_token(model, mode: str, seq: int) -> float:
