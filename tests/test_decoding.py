@@ -58,12 +58,16 @@ def _prompts(tok, index):
     return [prompt_ids(tok, sids[:1]), prompt_ids(tok, sids[3:6]), prompt_ids(tok, sids[10:17])]
 
 
-@pytest.mark.parametrize("mixed", [False, True])
-def test_beam_search_matches_brute_force_when_beams_cover_catalogue(model_and_index, mixed):
+def _case(model_and_index, mixed):
+    """Model, tokenizer, index (one SID length, or two), its trie, and the three mixed-length prompts."""
     model, tok, index = model_and_index
     idx = mixed_length_index(index) if mixed else index
-    trie = SIDTrie.from_index(idx, tok)
-    prompts = _prompts(tok, index)
+    return model, tok, idx, SIDTrie.from_index(idx, tok), _prompts(tok, index)
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_beam_search_matches_brute_force_when_beams_cover_catalogue(model_and_index, mixed):
+    model, tok, idx, trie, prompts = _case(model_and_index, mixed)
     assert len({len(p) for p in prompts}) == 3
     items, scores = constrained_beam_search(model, prompts, trie, num_beams=len(idx), pad_id=tok.pad_token_id)
     for r, p in enumerate(prompts):  # the exact ranking, short SIDs included
@@ -104,11 +108,8 @@ def test_sid_token_missing_from_tokenizer(model_and_index):
 def test_vectorised_beam_search_equals_the_hugging_face_oracle(model_and_index, mixed):
     """Same top-K SIDs and scores as HF beam search, per user and for a padded batch of mixed prompt lengths;
     also when the index holds SIDs of two lengths."""
-    model, tok, index = model_and_index
-    idx = mixed_length_index(index) if mixed else index
+    model, tok, idx, trie, prompts = _case(model_and_index, mixed)
     assert {len(v) for v in idx.values()} == ({2, 3} if mixed else {3})
-    trie = SIDTrie.from_index(idx, tok)
-    prompts = _prompts(tok, index)
     for beams in (4, 10):
         items, scores = constrained_beam_search(model, prompts, trie, beams, tok.pad_token_id)
         for r, p in enumerate(prompts):
@@ -125,10 +126,7 @@ def test_vectorised_beam_search_equals_the_hugging_face_oracle(model_and_index, 
 @pytest.mark.parametrize("mixed", [False, True])
 def test_exact_scoring_equals_brute_force(model_and_index, attn, chunk, mixed):
     """One token per shared prefix with a tree mask gives each SID's full-sequence log-probability."""
-    model, tok, index = model_and_index
-    idx = mixed_length_index(index) if mixed else index
-    trie = SIDTrie.from_index(idx, tok)
-    prompts = _prompts(tok, index)
+    model, tok, idx, trie, prompts = _case(model_and_index, mixed)
     before = model.config._attn_implementation
     model.config._attn_implementation = attn
     try:
@@ -286,10 +284,7 @@ def test_exact_scoring_refuses_sliding_window_attention(model_and_index):
 
 @pytest.mark.parametrize("mixed", [False, True])
 def test_constrained_sampling_draws_only_index_sids_with_their_true_scores(model_and_index, mixed):
-    model, tok, index = model_and_index
-    idx = mixed_length_index(index) if mixed else index
-    trie = SIDTrie.from_index(idx, tok)
-    prompts = _prompts(tok, index)
+    model, tok, idx, trie, prompts = _case(model_and_index, mixed)
     gen = torch.Generator().manual_seed(0)
     items, logp = constrained_sample(model, prompts, trie, 16, tok.pad_token_id, temperature=1.5, generator=gen)
     assert items.shape == (3, 16) and ((items >= 0) & (items < len(idx))).all()

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from tiny import train_sft
 
 from genrec.data.format import read_split
 from genrec.data.prepare import prepare_data
@@ -107,8 +108,8 @@ def test_office_sft_with_every_task(office_cell, tiny_model_dir, tmp_path):
     from genrec.data.format import read_items
     from genrec.models import load_causal_lm, load_tokenizer
     from genrec.prompts import task_example
-    from genrec.settings import SFT_TASKS, SFTSettings
-    from genrec.sft import add_sid_tokens, run_sft, split_rows, task_samples
+    from genrec.settings import SFT_TASKS
+    from genrec.sft import add_sid_tokens, split_rows, task_samples
     from genrec.sids import sid_strings
 
     _, data, sid = office_cell
@@ -129,19 +130,9 @@ def test_office_sft_with_every_task(office_cell, tiny_model_dir, tmp_path):
         # real histories may hold the target itself (a repeat purchase): data, not the template
         repeat = answer in {h.replace(" ", "") for h in kw.get("history", ())}
         assert repeat or answer not in prompt.replace(" ", ""), (name, answer)
-    settings = SFTSettings(
-        model={"path": str(tiny_model_dir)}, mode="lora", tasks=tasks, max_train_samples=64, learning_rate=3e-3
-    )
-    out = tmp_path / "final_checkpoint"
-    run_sft(
-        settings,
-        str(data / "train.csv"),
-        str(data / "valid.csv"),
-        str(data / "item.json"),
-        str(sid / "office.index.json"),
-        str(out),
-        str(tmp_path / "train_log.json"),
-    )
-    log = json.loads((tmp_path / "train_log.json").read_text())
+    _, log = train_sft(
+        tmp_path, data, sid / "office.index.json", tiny_model_dir, mode="lora", tasks=tasks, max_train_samples=64,
+        learning_rate=3e-3,
+    )  # fmt: skip
     assert log["task_samples"]["next_sid"] == 64 and log["task_samples"]["desc2sid"] > 0
     assert log["loss_curve"][-1]["loss"] < log["loss_curve"][0]["loss"]

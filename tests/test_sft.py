@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from tiny import make_tiny_model_dir
+from tiny import make_tiny_model_dir, train_sft
 
 from genrec.models import load_checkpoint
 from genrec.settings import SFTSettings
@@ -36,18 +36,7 @@ def sid_index(tmp_path_factory, synthetic_data_dir):
 
 
 def _train(tmp_path, data, index, model_dir, **kw):
-    settings = SFTSettings(model={"path": str(model_dir)}, **{"batch_size": 16, **kw})
-    out = tmp_path / "final_checkpoint"
-    run_sft(
-        settings,
-        str(data / "train.csv"),
-        str(data / "valid.csv"),
-        str(data / "item.json"),
-        str(index),
-        str(out),
-        str(tmp_path / "train_log.json"),
-    )
-    return out, json.loads((tmp_path / "train_log.json").read_text())
+    return train_sft(tmp_path, data, index, model_dir, **{"batch_size": 16, **kw})
 
 
 def _falls(log, ratio):

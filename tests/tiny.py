@@ -43,3 +43,23 @@ def make_tiny_model_dir(path: str | os.PathLike[str], seed: int = 0, hidden: int
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def train_sft(tmp_path: Path, data: Path, index: Path, model_dir: Path, **settings):
+    """Run SFT on a dataset directory into ``tmp_path``; returns the checkpoint path and the train log."""
+    import json
+
+    from genrec.settings import SFTSettings
+    from genrec.sft import run_sft
+
+    out = tmp_path / "final_checkpoint"
+    run_sft(
+        SFTSettings(model={"path": str(model_dir)}, **settings),
+        str(data / "train.csv"),
+        str(data / "valid.csv"),
+        str(data / "item.json"),
+        str(index),
+        str(out),
+        str(tmp_path / "train_log.json"),
+    )
+    return out, json.loads((tmp_path / "train_log.json").read_text())
