@@ -148,15 +148,12 @@ def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_bo
         ValueError: two result files do not cover the same test rows in the same order.
     """
     values = {id(c): _per_row_values(c["results"], "cell results") for c in cells}
-    base_values = {
-        b["baseline"] + "@" + b["dataset"]: _per_row_values(b["results"], "baseline results") for b in baselines
-    }
-    best: dict[str, str] = {}
-    for b in baselines:
-        hr = sum(base_values[b["baseline"] + "@" + b["dataset"]][1]["HR@10"])
-        key = b["dataset"]
-        if key not in best or hr > sum(base_values[best[key] + "@" + key][1]["HR@10"]):
-            best[key] = b["baseline"]
+    base_values = {(b["dataset"], b["baseline"]): _per_row_values(b["results"], "baseline results") for b in baselines}
+    best: dict[str, tuple[str, float]] = {}  # dataset -> (baseline, its HR@10 hits); the first wins a tie
+    for (dataset, name), (_, columns) in base_values.items():
+        hits = sum(columns["HR@10"])
+        if dataset not in best or hits > best[dataset][1]:
+            best[dataset] = (name, hits)
     parents = {(c["dataset"], c["encoder"], c["sid"], c["sft"]): c for c in cells if c["rl"] == "none"}
     rows = []
     for c in cells:
@@ -165,8 +162,8 @@ def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_bo
         if parent is not None and parent is not c:
             refs.append(("sft_parent", _cell_name(parent), values[id(parent)]))
         if c["dataset"] in best:
-            name = best[c["dataset"]]
-            refs.append(("best_baseline", name, base_values[name + "@" + c["dataset"]]))
+            name = best[c["dataset"]][0]
+            refs.append(("best_baseline", name, base_values[(c["dataset"], name)]))
         for kind, ref_name, ref_values in refs:
             n, mine, theirs = _paired(values[id(c)], ref_values, f"{_cell_name(c)} vs {ref_name}")
             for metric in COMPARED:
