@@ -1,31 +1,22 @@
+import math
 import random
 
 import pytest
 import torch
 from oracle import hf_constrained_beam_search
+from tiny import random_index, sid_model
 
 from genrec.decoding import (
     SIDTrie,
     constrained_beam_search,
-    constrained_sample,
     memory_per_user,
     rank,
     score_all_items,
     score_catalogue,
 )
-from genrec.models import load_causal_lm, load_tokenizer
 from genrec.prompts import prompt_ids
 from genrec.recommend import recommend
-from genrec.sft import add_sid_tokens
 from genrec.sids import format_sid
-
-
-def _index(n=30, shape=(3, 4, 5), seed=0):
-    rng = random.Random(seed)
-    codes = set()
-    while len(codes) < n:
-        codes.add(tuple(rng.randrange(k) for k in shape))
-    return {i: [f"<{chr(97 + lv)}_{c}>" for lv, c in enumerate(code)] for i, code in enumerate(sorted(codes))}
 
 
 def mixed_length_index(index):
@@ -41,15 +32,9 @@ def mixed_length_index(index):
 
 @pytest.fixture(scope="module")
 def model_and_index(tiny_model_dir):
-    tok = load_tokenizer({"path": str(tiny_model_dir)})
-    model = load_causal_lm({"path": str(tiny_model_dir)})
-    index = _index()
-    added = add_sid_tokens(model, tok, index, {i: {"title": f"item {i}"} for i in index})
-    torch.manual_seed(0)
-    new = model.get_input_embeddings().weight[len(tok) - added :]
-    with torch.no_grad():  # make the new rows distinct so that scores are not all tied
-        new += torch.randn_like(new)
-    return model.eval(), tok, index
+    index = random_index()
+    model, tok = sid_model(tiny_model_dir, index)
+    return model, tok, index
 
 
 def _prompts(tok, index):
@@ -283,21 +268,65 @@ def test_exact_scoring_refuses_sliding_window_attention(model_and_index):
 
 
 @pytest.mark.parametrize("mixed", [False, True])
-def test_constrained_sampling_draws_only_index_sids_with_their_true_scores(model_and_index, mixed):
+def test_stochastic_beam_search_samples_distinct_index_sids_with_their_true_scores(model_and_index, mixed):
     model, tok, idx, trie, prompts = _case(model_and_index, mixed)
     gen = torch.Generator().manual_seed(0)
-    items, logp = constrained_sample(model, prompts, trie, 16, tok.pad_token_id, temperature=1.5, generator=gen)
+    items, logp = constrained_beam_search(model, prompts, trie, 16, tok.pad_token_id, temperature=1.5, generator=gen)
     assert items.shape == (3, 16) and ((items >= 0) & (items < len(idx))).all()
-    assert len({tuple(r) for r in items.tolist()}) > 1  # it samples
+    assert all(len(set(r)) == 16 for r in items.tolist())  # without replacement: a group of distinct SIDs
     for r, p in enumerate(prompts):
         exact = score_all_items(model, p, trie, tok)
         torch.testing.assert_close(logp[r], exact[items[r]], atol=1e-4, rtol=1e-4)
-    again = constrained_sample(
+    again = constrained_beam_search(
         model, prompts, trie, 16, tok.pad_token_id, temperature=1.5, generator=torch.Generator().manual_seed(0)
     )
     assert torch.equal(again[0], items)  # seeded
-    cold, _ = constrained_sample(model, prompts, trie, 4, tok.pad_token_id, temperature=1e-4)
+    other = constrained_beam_search(
+        model, prompts, trie, 16, tok.pad_token_id, temperature=1.5, generator=torch.Generator().manual_seed(1)
+    )
+    assert not torch.equal(other[0], items)  # it samples
+    everything, _ = constrained_beam_search(model, prompts, trie, len(idx), tok.pad_token_id, temperature=1.0)
+    assert all(sorted(r) == sorted(idx) for r in everything.tolist())  # k = catalogue: every item once
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        constrained_beam_search(model, prompts, trie, 4, tok.pad_token_id, temperature=0)
+
+
+def _constrained_sampling_probs(model, prompt, trie, temperature):
+    """Each item's probability under level-by-level sampling from the allowed children's tempered softmax."""
+    out = torch.zeros(len(trie.items))
+    for j, leaf in enumerate(trie.item_node.tolist()):
+        path, node = [], leaf
+        while node != 0:  # walk up to the root
+            parent = int((trie.child_node == node).any(1).nonzero()[0])
+            path.append((parent, node))
+            node = parent
+        path.reverse()
+        ids = torch.tensor([list(prompt) + [int(trie.node_token[n]) for _, n in path]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+        total = 0.0
+        for level, (parent, node) in enumerate(path):
+            kids = trie.children[parent][trie.children[parent] >= 0]
+            step = torch.log_softmax(logp[len(prompt) - 1 + level, kids] / temperature, -1)
+            total += float(step[(kids == trie.node_token[node]).nonzero()[0, 0]])
+        out[j] = math.exp(total)
+    return out
+
+
+def test_stochastic_beam_search_draws_from_the_tempered_constrained_model(model_and_index):
+    """One sample per draw: item frequencies match level-by-level constrained sampling at the temperature."""
+    model, tok, idx, trie, prompts = _case(model_and_index, False)
+    prompt, temperature, draws = prompts[:1] * 400, 2.0, 5
+    gen = torch.Generator().manual_seed(0)
+    counts = torch.zeros(len(idx))
+    for _ in range(draws):
+        items, _ = constrained_beam_search(model, prompt, trie, 1, tok.pad_token_id, temperature, gen)
+        counts += torch.bincount(items[:, 0], minlength=len(idx))
+    want = _constrained_sampling_probs(model, prompts[0], trie, temperature)
+    assert abs(float(want.sum()) - 1) < 1e-4
+    total = 400 * draws
+    # every item within 4.5 binomial standard deviations of its expected count
+    assert ((counts - total * want).abs() <= 4.5 * (total * want * (1 - want)).sqrt() + 1).all()
+    cold, _ = constrained_beam_search(model, prompts, trie, 1, tok.pad_token_id, temperature=1e-4)
     greedy, _ = constrained_beam_search(model, prompts, trie, 1, tok.pad_token_id)
-    assert (cold == greedy).all()  # temperature -> 0 is greedy decoding
-    with pytest.raises(ValueError, match="temperature > 0"):
-        constrained_sample(model, prompts, trie, 4, tok.pad_token_id, temperature=0)
+    assert (cold == greedy).all()  # temperature -> 0 with one sample is greedy decoding

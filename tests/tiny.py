@@ -63,3 +63,29 @@ def train_sft(tmp_path: Path, data: Path, index: Path, model_dir: Path, **settin
         str(tmp_path / "train_log.json"),
     )
     return out, json.loads((tmp_path / "train_log.json").read_text())
+
+
+def random_index(n: int = 30, shape: tuple[int, ...] = (3, 4, 5), seed: int = 0) -> dict[int, list[str]]:
+    """``n`` distinct random SIDs with one level per entry of ``shape`` (codes below it)."""
+    import random
+
+    rng = random.Random(seed)
+    codes: set[tuple[int, ...]] = set()
+    while len(codes) < n:
+        codes.add(tuple(rng.randrange(k) for k in shape))
+    return {i: [f"<{chr(97 + lv)}_{c}>" for lv, c in enumerate(code)] for i, code in enumerate(sorted(codes))}
+
+
+def sid_model(model_dir: Path, index: dict[int, list[str]]):
+    """The tiny model and tokenizer extended with the index's SID tokens, their rows made distinct (eval mode)."""
+    from genrec.models import load_causal_lm, load_tokenizer
+    from genrec.sft import add_sid_tokens
+
+    tok = load_tokenizer({"path": str(model_dir)})
+    model = load_causal_lm({"path": str(model_dir)})
+    added = add_sid_tokens(model, tok, index, {i: {"title": f"item {i}"} for i in index})
+    torch.manual_seed(0)
+    new = model.get_input_embeddings().weight[len(tok) - added :]
+    with torch.no_grad():  # make the new rows distinct so that scores are not all tied
+        new += torch.randn_like(new)
+    return model.eval(), tok

@@ -1,4 +1,4 @@
-"""Decoding over a SID index: the one decoder for evaluation, recommend and (to come) GRPO rollouts.
+"""Decoding over a SID index: the one decoder for evaluation, recommend and GRPO rollouts.
 
 The index becomes a prefix tree stored in tensors (:class:`SIDTrie`): for every node, the
 token ids of its children and the child node ids, padded. Two modes:
@@ -8,6 +8,8 @@ token ids of its children and the child node ids, padded. Two modes:
   gather and one top-k; no Python loop over beams or tokens. It stops after exactly the SID
   length (the longest, when lengths differ), and only SIDs of the index can come out, whatever
   the tokenizer or generation config: the search starts right after the prompt's last token.
+  With a ``temperature`` it is stochastic beam search: distinct SIDs sampled without replacement
+  (GRPO's ``sample`` rollouts).
 * :func:`score_catalogue` scores every item's SID exactly: one prefill, then one token per
   distinct SID prefix under a tree-shaped attention mask. It is the ranking that beam search
   approximates, at a cost that grows with the number of prefixes rather than of items.
@@ -190,11 +192,36 @@ def _child_logp(logp: torch.Tensor, cand_tok: torch.Tensor) -> torch.Tensor:
     return logp.gather(-1, cand_tok.clamp(min=0)).masked_fill(cand_tok == STAY, 0.0)
 
 
+def _gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """Standard Gumbel noise, drawn on CPU (so a seeded generator gives the same draws on any device)."""
+    u = torch.rand(shape, generator=generator).clamp_(1e-20, 1 - 1e-7)
+    return (-torch.log(-torch.log(u))).to(device)
+
+
+def _conditioned_gumbel(parent: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Gumbel keys ``g`` ``(..., C)`` shifted so that their maximum equals the parent's key ``(..., 1)``.
+
+    Stochastic beam search (Kool, van Hoof and Welling, 2019, eq. 23, in its stable form): a child's
+    key is a Gumbel of its log-probability conditioned on the largest child key being the parent's.
+    """
+    z = g.max(-1, keepdim=True).values
+    x = g - z  # <= 0
+    log1mexp = torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+    v = parent - g + log1mexp
+    return parent - torch.relu(v) - torch.log1p(torch.exp(-v.abs()))
+
+
 @torch.no_grad()
 def constrained_beam_search(
-    model, prompts: Sequence[Sequence[int]], trie: SIDTrie, num_beams: int, pad_id: int
+    model,
+    prompts: Sequence[Sequence[int]],
+    trie: SIDTrie,
+    num_beams: int,
+    pad_id: int,
+    temperature: float | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top SIDs per prompt by beam search restricted to the index.
+    """Top SIDs per prompt by beam search restricted to the index, or (``temperature``) distinct samples.
 
     Args:
         model: a causal LM whose vocabulary holds the SID tokens.
@@ -202,11 +229,25 @@ def constrained_beam_search(
         trie: the index's trie on the model's device.
         num_beams: beams kept at every level; also the number of results per user.
         pad_id: the padding id.
+        temperature: ``None`` for beam search. A number makes it stochastic beam search: every
+            candidate is ranked by a Gumbel-perturbed key of its log-probability, conditioned on its
+            parent's key, so the ``num_beams`` results are a sample *without replacement* from the
+            constrained model at that temperature (at each level, the softmax of the allowed
+            children's log-probabilities divided by ``temperature``, as masked sampling draws).
+            These are GRPO's ``sample`` rollouts: a group of distinct SIDs. Results come in key order.
+        generator: the random source of the Gumbel noise (stochastic mode only).
 
     Returns:
         ``items`` ``(B, num_beams)`` int64 (-1 where the catalogue has fewer SIDs) and
-        ``scores`` ``(B, num_beams)`` float32 sums of SID token log-probabilities, best first.
+        ``scores`` ``(B, num_beams)`` float32 sums of SID token log-probabilities under the untempered
+        model; best first in beam search.
+
+    Raises:
+        ValueError: ``temperature`` <= 0.
     """
+    if temperature is not None and temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    stochastic = temperature is not None
     device = trie.children.device
     mask, pos, out = _prefill(model, prompts, pad_id, device)
     b = mask.shape[0]
@@ -214,16 +255,32 @@ def constrained_beam_search(
     logp = _last_logp(out)  # (B*W, V), W = 1 at first
     node = torch.zeros((b, 1), dtype=torch.long, device=device)  # (B, W)
     score = torch.zeros((b, 1), device=device)  # (B, W)
+    if stochastic:
+        phi = torch.zeros((b, 1), device=device)  # tempered log-probability of each beam's prefix
+        key = _gumbel((b, 1), generator, device)  # its perturbed key; the root's is a plain Gumbel
     last_pos = pos[:, -1:]  # (B, 1)
     width = trie.children.shape[1]
     for level in range(trie.depth):
         w = node.shape[1]
         cand_tok = trie.children[node]  # (B, W, C)
         cand_node = trie.child_node[node]  # (B, W, C)
+        absent = cand_tok == -1
         tok_logp = _child_logp(logp.view(b, w, -1), cand_tok)  # (B, W, C)
-        cand = (score.unsqueeze(-1) + tok_logp).masked_fill(cand_tok == -1, NEG_INF).view(b, w * width)  # (B, W*C)
+        cand = (score.unsqueeze(-1) + tok_logp).masked_fill(absent, NEG_INF).view(b, w * width)  # (B, W*C)
+        if stochastic:
+            # the sampled distribution: at each level, the allowed children's tempered softmax
+            step = torch.log_softmax((tok_logp / temperature).masked_fill(absent, NEG_INF), dim=-1)
+            cand_phi = (phi.unsqueeze(-1) + step).masked_fill(absent, NEG_INF)
+            g = cand_phi + _gumbel(tuple(cand_phi.shape), generator, device)
+            ranked = _conditioned_gumbel(key.unsqueeze(-1), g).masked_fill(absent, NEG_INF)
+            ranked = torch.nan_to_num(ranked, nan=NEG_INF).view(b, w * width)
+        else:
+            ranked = cand
         k = min(num_beams, w * width)
-        score, flat = cand.topk(k, dim=-1)  # (B, k)
+        top, flat = ranked.topk(k, dim=-1)  # (B, k)
+        score = cand.gather(1, flat)
+        if stochastic:
+            key, phi = top, cand_phi.view(b, -1).gather(1, flat)
         src = flat // width  # beam each winner extends
         new_tok = cand_tok.view(b, -1).gather(1, flat)  # (B, k)
         node = cand_node.view(b, -1).gather(1, flat)
@@ -244,59 +301,6 @@ def constrained_beam_search(
         items = torch.cat([items, items.new_full((b, pad), -1)], 1)
         score = torch.cat([score, score.new_full((b, pad), NEG_INF)], 1)
     return items, score
-
-
-@torch.no_grad()
-def constrained_sample(
-    model,
-    prompts: Sequence[Sequence[int]],
-    trie: SIDTrie,
-    num_samples: int,
-    pad_id: int,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``num_samples`` SIDs per prompt, drawn level by level from the model restricted to the index.
-
-    Each prompt is prefilled once and its cache expanded to the samples. At every level the next
-    token is drawn from the softmax of the allowed children's log-probabilities divided by
-    ``temperature`` (all samples of the batch in one ``multinomial`` call), so every sample is a
-    SID of the index. The rollouts of GRPO's ``sampling`` mode; duplicates are possible (a group
-    is the set of distinct candidates).
-
-    Returns:
-        ``items`` ``(B, num_samples)`` item ids and ``logp`` ``(B, num_samples)``, each sample's
-        sum of SID token log-probabilities under the untempered model (the beam-search score).
-
-    Raises:
-        ValueError: ``temperature`` <= 0 or ``num_samples`` < 1.
-    """
-    if temperature <= 0 or num_samples < 1:
-        raise ValueError(f"need temperature > 0 and num_samples >= 1, got {temperature} and {num_samples}")
-    device = trie.children.device
-    mask, pos, out = _prefill(model, prompts, pad_id, device)
-    b = mask.shape[0]
-    rows = torch.arange(b, device=device).repeat_interleave(num_samples)  # (B*S,) prompt of each sample
-    cache = out.cache
-    cache.reorder_cache(rows)
-    logp = _last_logp(out).index_select(0, rows)  # (B*S, V)
-    mask, last_pos = mask.index_select(0, rows), pos[:, -1:].index_select(0, rows)
-    node = torch.zeros(b * num_samples, dtype=torch.long, device=device)
-    total = torch.zeros(b * num_samples, device=device)
-    for level in range(trie.depth):
-        cand_tok = trie.children[node]  # (R, C)
-        tok_logp = _child_logp(logp, cand_tok)
-        weights = torch.softmax((tok_logp / temperature).masked_fill(cand_tok == -1, NEG_INF), dim=-1)
-        pick = torch.multinomial(weights.cpu(), 1, generator=generator).to(device)  # (R, 1)
-        total += tok_logp.gather(1, pick).squeeze(1)
-        new_tok = cand_tok.gather(1, pick)
-        node = trie.child_node[node].gather(1, pick).squeeze(1)
-        if level == trie.depth - 1:
-            break
-        mask, last_pos, out = _extend(model, new_tok, mask, last_pos, cache)
-        cache = out.cache
-        logp = _last_logp(out)
-    return trie.leaf_item[node].view(b, num_samples), total.view(b, num_samples)
 
 
 @torch.no_grad()
@@ -512,7 +516,7 @@ def rank(
     chunk: int = 256,
     progress: bool = True,
 ) -> Ranking:
-    """Rank the index's SIDs for every prompt: the entry point of evaluation and recommend (and GRPO rollouts to come).
+    """Rank the index's SIDs for every prompt: the entry point of evaluation and recommend.
 
     Prompts are sorted by length so that batches carry little padding, and the batch size is the
     largest (up to ``max_batch``) whose estimated peak fits ``memory_fraction`` of the memory free
