@@ -30,6 +30,21 @@ def settings_of(section, wildcard=None):
     return lambda wc: stage_json(config, section, getattr(wc, wildcard))
 
 
+def rl_variants_of(method):
+    names = [n for n, e in config["rl_variants"].items() if e.get("method", "none") == method]
+    return "|".join(map(re.escape, sorted(names))) or "(?!)"  # (?!) matches nothing
+
+
+def grpo_scorer(wc):
+    """The collaborative reward's scorer: the trained baseline named by the variant's `scorer`."""
+    from genrec.settings import RLSettings
+
+    s = RLSettings.from_json(stage_json(config, "rl_variants", wc.rl))
+    if not s.needs_scorer:
+        return {}
+    return {"scorer": f"results/{wc.dataset}/baselines/{s.scorer}/scorer"}
+
+
 def get_summary_cells():
     return [
         {

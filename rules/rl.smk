@@ -1,15 +1,47 @@
-rule rl:
+# The RL stage. rl_none passes the SFT checkpoint on (policy.json names it); rl_grpo trains with
+# GRPO and writes its own final_checkpoint. Which rule runs follows each variant's method.
+
+
+rule rl_none:
     input:
         checkpoint="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/final_checkpoint",
     output:
         policy="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/policy.json",
+    wildcard_constraints:
+        rl=rl_variants_of("none"),
+    params:
+        settings=settings_of("rl_variants", "rl"),
+    log:
+        "results/logs/rl/{dataset}/{encoder}-{sid}-{sft}-{rl}.log",
+    conda:
+        "../envs/genrec.yaml"
+    script:
+        "../workflow_scripts/rl.py"
+
+
+rule rl_grpo:
+    input:
+        unpack(grpo_scorer),
+        checkpoint="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/final_checkpoint",
+        train="results/{dataset}/data/train.csv",
+        sids="results/{dataset}/sid/{encoder}/{sid}/{dataset}.index.json",
+    output:
+        policy="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/policy.json",
+        checkpoint=directory("results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/final_checkpoint"),
+        rl_log="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/rl_log.json",
+        plot="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/rl_log.png",
+    wildcard_constraints:
+        rl=rl_variants_of("grpo"),
     params:
         settings=settings_of("rl_variants", "rl"),
     threads: 2
     resources:
         gpu=1,
+        mem_mb=16000,
     log:
         "results/logs/rl/{dataset}/{encoder}-{sid}-{sft}-{rl}.log",
+    benchmark:
+        "results/benchmarks/rl/{dataset}/{encoder}-{sid}-{sft}-{rl}.tsv"
     conda:
         "../envs/genrec.yaml"
     script:

@@ -61,21 +61,24 @@ def test_tiny_matrix_outputs(tiny_run):
     assert len(index) == len(items) and len({"".join(v) for v in index.values()}) == len(items)
     assert {len(v) for v in index.values()} == {3}
     summary = pd.read_csv(res / "summary.csv")
-    assert len(summary) == 5  # 2 SFT cells + popularity, SASRec, GRU4Rec
-    assert sorted(summary["sft"].fillna("")) == ["", "", "", "full", "short"]
+    assert len(summary) == 7  # 2 SFT x 2 RL cells + popularity, SASRec, GRU4Rec
+    assert sorted(summary["sft"].fillna("")) == ["", "", "", "full", "full", "short", "short"]
     assert sorted(summary["baseline"].dropna()) == ["gru4rec", "popularity", "sasrec"]
     from genrec.summary import METRIC_COLUMNS
 
     ci = ["HR@10_ci_low", "HR@10_ci_high", "NDCG@10_ci_low", "NDCG@10_ci_high"]
     assert summary[METRIC_COLUMNS + ci].notna().all().all()  # no empty metric, cells and baselines alike
-    assert (summary.loc[summary["kind"] == "llm", "rl_train_time_s"] == 0).all()  # rl: none trains nothing
+    assert (summary.loc[summary["rl"] == "none", "rl_train_time_s"] == 0).all()  # rl: none trains nothing
+    grpo = summary[summary["rl"] == "grpo"]
+    assert len(grpo) == 2 and (grpo["rl_train_time_s"] > 0).all() and (grpo["rl_peak_memory_gb"] > 0).all()
     assert (summary.loc[summary["kind"] == "baseline", "baseline"] != "popularity").sum() == 2
     assert summary.loc[summary["baseline"].isin(["sasrec", "gru4rec"]), "baseline_train_time_s"].gt(0).all()
     assert (summary["train_fraction"] == 1.0).all()
     assert (summary["HR@10_ci_low"] <= summary["HR@10"]).all() and (summary["HR@10"] <= summary["HR@10_ci_high"]).all()
     comparisons = pd.read_csv(res / "comparisons.csv")
-    assert len(comparisons) == 2 * 2  # 2 cells x (best baseline) x (HR@10, NDCG@10); no RL cells here
-    assert set(comparisons["reference_kind"]) == {"best_baseline"} and comparisons["p_value"].between(0, 1).all()
+    # 4 cells against the best baseline, the 2 GRPO cells against their SFT parent; HR@10 and NDCG@10 each
+    assert len(comparisons) == (4 + 2) * 2 and comparisons["p_value"].between(0, 1).all()
+    assert (comparisons["reference_kind"] == "sft_parent").sum() == 4
     llm = summary[summary["kind"] == "llm"]
     assert (llm["invalid_rate"] == 0).all() and llm[["HR@1", "HR@5", "NDCG@5", "MRR"]].notna().all().all()
     assert (llm["sid_collision_rate_after"] == 0).all() and (llm["sid_length"] == 3).all()
@@ -97,8 +100,17 @@ def test_tiny_matrix_outputs(tiny_run):
         assert low <= metrics["HR@5"] <= high and set(metrics["ci95"]) >= {"HR@1", "NDCG@5", "MRR"}
         assert metrics["batch_size_used"] >= 1 and metrics["users_per_s"] > 0 and metrics["peak_memory_gb"] > 0
         assert metrics["settings"]["mode"] == "beam" and metrics["dtype"] == "float32"
-        row = summary[summary["sft"] == sft].iloc[0]
+        row = summary[(summary["sft"] == sft) & (summary["rl"] == "none")].iloc[0]
         assert row["HR@5"] == pytest.approx(metrics["HR@5"])
+        # GRPO from a full and from a LoRA SFT checkpoint: a full model, its log and plot, evaluated
+        rl = run / "rl-grpo"
+        assert (rl / "final_checkpoint" / "config.json").is_file() and (rl / "rl_log.png").stat().st_size > 0
+        log = json.loads((rl / "rl_log.json").read_text())
+        assert log["optimizer_steps"] == 4 and len(log["steps"]) == 4  # 8 prompts, 2 per step
+        assert all(s["reward_collaborative_mean"] is not None and s["rollout_s"] > 0 for s in log["steps"])
+        rl_metrics = json.loads((rl / "metrics.json").read_text())
+        assert rl_metrics["checkpoint"] == str((rl / "final_checkpoint").resolve()) and rl_metrics["invalid_rate"] == 0
+        assert "it/s" in (res / "logs" / "rl" / "synthetic" / f"tinylm-rkmeans-{sft}-grpo.log").read_text()
     recs = subprocess.run(
         [
             sys.executable,
@@ -162,7 +174,11 @@ def test_partial_reruns_follow_the_edited_stage(tiny_run):
     edited = json.loads(json.dumps(config))
     edited["sft_variants"]["short"]["learning_rate"] = 0.001
     write_config(workdir, edited)
-    assert planned_jobs(workdir) == {"sft", "rl", "evaluate", "summary"}
+    assert planned_jobs(workdir) == {"sft", "rl_none", "rl_grpo", "evaluate", "summary"}
+    edited = json.loads(json.dumps(config))
+    edited["rl_variants"]["grpo"]["beta"] = 0.0
+    write_config(workdir, edited)
+    assert planned_jobs(workdir) == {"rl_grpo", "evaluate", "summary"}
     write_config(workdir, config)
     assert planned_jobs(workdir) == set()
 

@@ -7,4 +7,11 @@ run_rl(
     RLSettings.from_json(snakemake.params.settings),
     sft_checkpoint=snakemake.input.checkpoint,
     policy_json=snakemake.output.policy,
+    train_csv=snakemake.input.get("train"),
+    sid_index=snakemake.input.get("sids"),
+    out_dir=snakemake.output.get("checkpoint"),
+    log_json=snakemake.output.get("rl_log"),
+    plot_png=snakemake.output.get("plot"),
+    scorer_dir=snakemake.input.get("scorer"),
+    threads=snakemake.threads,
 )

@@ -77,6 +77,13 @@ def validate_config(config: dict[str, Any]) -> None:
                     f"defined models: {sorted(models)}"
                 )
             _build(cls, _resolved(config, section, name), f"{section}.{name}")
+    for name in config["rl_variants"]:
+        rl = _build(S.RLSettings, _resolved(config, "rl_variants", name), f"rl_variants.{name}")
+        if rl.needs_scorer and rl.scorer not in (config.get("baselines") or {}):
+            raise ConfigError(
+                f"config error at rl_variants.{name}.rewards: the collaborative reward reads the trained "
+                f"{rl.scorer} scorer; add baselines: {{{rl.scorer}: {{}}}}"
+            )
     _build(S.EvalSettings, config["eval"], "eval")
     for name, entry in (config.get("baselines") or {}).items():
         _build(S.BASELINE_SETTINGS[name], entry or {}, f"baselines.{name}")

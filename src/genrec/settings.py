@@ -304,12 +304,94 @@ class SFTSettings(_Settings):
 
 
 # ----------------------------------------------------------------------------- RL
+RL_METHODS = ("none", "grpo")
+RL_ROLLOUTS = ("beam", "sample")
+RL_MODES = ("full", "lora")
+RL_LOSSES = ("grpo", "dapo", "dr_grpo", "bnpo")
+RL_REWARDS = ("exact", "ranking", "prefix", "collaborative")  # see genrec.rewards.REWARDS
+RL_SCALES = ("group", "batch", "none")
+
+
 @dataclass(frozen=True)
 class RLSettings(_Settings):
-    method: str = "none"  # none: evaluate the SFT model as is (GRPO comes with its own issue)
+    """One RL variant: ``none`` evaluates the SFT model as is; ``grpo`` refines it (see ``genrec.rl``)."""
+
+    method: str = "none"  # none | grpo
+    # grpo: rollouts from the constrained decoder. beam: the group_size best SIDs (MiniOneRec's choice,
+    # deterministic); sample: group_size distinct SIDs drawn without replacement at `temperature`
+    rollout: str = "beam"
+    group_size: int = 16  # G: distinct candidate SIDs per prompt, one GRPO group
+    temperature: float = 1.0  # sample rollouts only; the loss always scores the untempered policy
+    # reward kind -> weight (genrec.rewards): exact + ranking is MiniOneRec's "ranking" reward;
+    # collaborative needs baselines: {sasrec: ...} (or the scorer named by `scorer`)
+    rewards: dict[str, float] = field(default_factory=lambda: {"exact": 1.0, "ranking": 1.0})
+    scorer: str = "sasrec"  # the baseline whose trained scorer gives the collaborative reward (sasrec | gru4rec)
+    scale_rewards: str = "group"  # advantage = (r - group mean) / group std; batch: by the batch std; none: no scaling
+    beta: float = 0.001  # KL weight against the frozen SFT model (k3 estimator); 0 loads no reference model
+    epsilon: float = 0.2  # PPO clip range of the policy ratio (matters when num_iterations > 1)
+    num_iterations: int = 1  # optimisation passes over each batch of rollouts (mu)
+    loss_type: str = "grpo"  # grpo: token mean per sequence, then mean (MiniOneRec); dapo, dr_grpo, bnpo: TRL's
+    mode: str = "full"  # full: every weight trains; lora: new low-rank adapters on the SFT model, merged on save
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str | list[str] = "all"  # all = q,k,v,o,gate,up,down; qkv = q,k,v,o; or module names
+    learning_rate: float = 1e-5  # AdamW peak, cosine decay (MiniOneRec's rl.sh)
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.3
+    epochs: float = 1.0
+    prompts_per_step: int = 4  # prompts (groups) per device per micro-batch; the batch is prompts_per_step * G rows
+    grad_accum: int = 1
+    max_train_samples: int = 0  # 0 = every training row; else a seeded subsample (keeps CPU runs short)
+    max_length: int = 256  # prompt tokens; longer prompts drop their oldest history items
+    gradient_checkpointing: bool = True  # on GPU only
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.method == "none", f"rl_variants.*.method: only 'none' exists so far, got {self.method!r}")
+        _check(self.method in RL_METHODS, f"rl_variants.*.method must be one of {RL_METHODS}, got {self.method!r}")
+        _check(self.rollout in RL_ROLLOUTS, f"rl_variants.*.rollout must be one of {RL_ROLLOUTS}, got {self.rollout!r}")
+        _check(self.mode in RL_MODES, f"rl_variants.*.mode must be one of {RL_MODES}, got {self.mode!r}")
+        _check(self.loss_type in RL_LOSSES, f"rl_variants.*.loss_type must be one of {RL_LOSSES}")
+        _check(self.scale_rewards in RL_SCALES, f"rl_variants.*.scale_rewards must be one of {RL_SCALES}")
+        _check(self.group_size >= 2, "rl_variants.*.group_size must be >= 2 (advantages compare within a group)")
+        _check(self.temperature > 0, "rl_variants.*.temperature must be > 0")
+        unknown = sorted(set(self.rewards) - set(RL_REWARDS))
+        _check(not unknown, f"rl_variants.*.rewards: unknown reward(s) {unknown}; known: {list(RL_REWARDS)}")
+        _check(
+            bool(self.rewards)
+            and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in self.rewards.values())
+            and any(w != 0 for w in self.rewards.values()),
+            f"rl_variants.*.rewards: weights must be numbers, not all 0, got {self.rewards}",
+        )
+        _check(
+            self.scorer in ("sasrec", "gru4rec"), f"rl_variants.*.scorer must be sasrec or gru4rec, got {self.scorer!r}"
+        )
+        _check(self.beta >= 0 and self.epsilon > 0, "rl_variants.*: beta >= 0 and epsilon > 0")
+        _check(self.num_iterations >= 1, "rl_variants.*.num_iterations must be >= 1")
+        _check(self.learning_rate > 0 and self.epochs > 0, "rl_variants.*: learning_rate > 0 and epochs > 0")
+        _check(
+            self.prompts_per_step >= 1 and self.grad_accum >= 1 and self.max_train_samples >= 0,
+            "rl_variants.*: prompts_per_step >= 1, grad_accum >= 1, max_train_samples >= 0",
+        )
+        _check(self.lora_r >= 1 and self.lora_alpha >= 1, "rl_variants.*: lora_r and lora_alpha must be >= 1")
+        targets = self.lora_target_modules
+        _check(
+            (isinstance(targets, str) and targets in LORA_TARGETS)
+            or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets)),
+            f"rl_variants.*.lora_target_modules must be 'all', 'qkv' or a list of module names, got {targets!r}",
+        )
+        if isinstance(targets, list):
+            object.__setattr__(self, "lora_target_modules", tuple(targets))
+
+    @property
+    def target_modules(self) -> tuple[str, ...]:
+        t = self.lora_target_modules
+        return LORA_TARGETS[t] if isinstance(t, str) else tuple(t)
+
+    @property
+    def needs_scorer(self) -> bool:
+        return self.method == "grpo" and self.rewards.get("collaborative", 0) != 0
 
 
 # ----------------------------------------------------------------------------- evaluation
