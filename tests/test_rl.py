@@ -65,6 +65,21 @@ def test_shared_prompt_logps_equal_one_sequence_per_row(sid_lm, attn):
     for got, want in zip(packed_grad, (p.grad for p in model.parameters())):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
     model.zero_grad()
+    # restricted to the index: at each level, the softmax over the SID tokens the trie allows there
+    trie = SIDTrie.from_index(index, tok)
+    with torch.no_grad():
+        logps, ent = shared_prompt_logps(model, ids, mask, k, compute_entropy=True, trie=trie)
+        for r, (pr, comp) in enumerate(zip(prompts, completions)):
+            out = model(input_ids=torch.tensor([pr + comp])).logits[0].float()
+            node = 0
+            for j, t in enumerate(comp):
+                kids = trie.children[node][trie.children[node] >= 0]
+                lp = torch.log_softmax(out[len(pr) - 1 + j, kids], -1)
+                want = lp[(kids == t).nonzero()[0, 0]]
+                torch.testing.assert_close(logps[r, j], want, atol=1e-5, rtol=1e-5)
+                torch.testing.assert_close(ent[r, j], -(lp.exp() * lp).sum(), atol=1e-5, rtol=1e-5)
+                node = int(trie.child_node[node][trie.children[node] == t][0])
+            assert (logps[r, len(comp) :] == 0).all()
     model.set_attn_implementation("sdpa")
 
 

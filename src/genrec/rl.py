@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from genrec.decoding import SIDTrie, constrained_beam_search
+from genrec.decoding import NEG_INF, SIDTrie, constrained_beam_search
 from genrec.io import atomic_path, write_json
 from genrec.logs import log_settings
 from genrec.models import is_checkpoint, load_checkpoint, peak_memory_gb, pick_device, reset_peak_memory
@@ -74,7 +74,7 @@ class Rollouts:
 
     TRL repeats every dataset row ``group_size`` times in a row; the prompt of each run of copies is
     decoded once and its group spread over the copies. ``seconds`` accumulates decoding time (read
-    and reset by :class:`StepTimer`).
+    and reset by :class:`_StepTimer`).
     """
 
     def __init__(
@@ -150,8 +150,30 @@ def reward_functions(settings: RLSettings, ctx: RewardContext) -> tuple[list, li
 
 
 # ----------------------------------------------------------------------------- shared-prompt log-probs
+def allowed_tokens(trie: SIDTrie, completions: torch.Tensor) -> torch.Tensor:
+    """The SID tokens allowed at each position of each completion: ``(B, K, C)`` token ids, -1 where none.
+
+    Position ``j`` of a completion may hold any child of the trie node its first ``j`` tokens lead to.
+    Positions past a completion's end (padding) get whatever node the walk reaches; callers mask them.
+    """
+    b, k = completions.shape
+    node = torch.zeros(b, dtype=torch.long, device=completions.device)
+    out = []
+    for j in range(k):
+        kids = trie.children[node]  # (B, C)
+        out.append(kids.masked_fill(kids < 0, -1))  # STAY (a finished shorter SID) is no token
+        pick = (kids == completions[:, j : j + 1]).float().argmax(-1, keepdim=True)
+        node = trie.child_node[node].gather(1, pick).squeeze(1)
+    return torch.stack(out, 1)
+
+
 def shared_prompt_logps(
-    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int, compute_entropy: bool = False
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    logits_to_keep: int,
+    compute_entropy: bool = False,
+    trie: SIDTrie | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token log-probabilities of the completions, running each distinct prompt once.
 
@@ -161,6 +183,9 @@ def shared_prompt_logps(
         attention_mask: ``(B, P + K)``, 0 on padding.
         logits_to_keep: ``K``.
         compute_entropy: also return each completion position's entropy.
+        trie: score under the policy restricted to the index: at each position, the softmax over the
+            SID tokens the trie allows there (the distribution the rollouts were drawn from). ``None``:
+            the softmax over the whole vocabulary.
 
     Rows with the same prompt are packed into one sequence: the prompt, then each row's completion
     in its own slot. A completion token attends to the prompt and to the earlier tokens of its own
@@ -216,11 +241,22 @@ def shared_prompt_logps(
     logits = out.logits  # (U, 1 + m*K, V): the prompt's last position, then every slot's tokens
     at = torch.zeros((len(inv), k), dtype=torch.long, device=device)  # (B, K) kept position predicting token j
     at[:, 1:] = 1 + slot.unsqueeze(1) * k + torch.arange(k - 1, device=device)
-    row_logp = torch.log_softmax(logits[inv.unsqueeze(1), at].float(), dim=-1)  # (B, K, V)
-    logps = row_logp.gather(-1, comp.unsqueeze(-1)).squeeze(-1) * cmask
+    row_logits = logits[inv.unsqueeze(1), at].float()  # (B, K, V)
+    if trie is None:
+        row_logp = torch.log_softmax(row_logits, dim=-1)  # (B, K, V)
+        logps = row_logp.gather(-1, comp.unsqueeze(-1)).squeeze(-1) * cmask
+        entropies = -(row_logp.exp() * row_logp).sum(-1) * cmask if compute_entropy else None
+        return logps, entropies
+    allowed = allowed_tokens(trie, comp.masked_fill(cmask == 0, -1))  # (B, K, C)
+    sub = row_logits.gather(-1, allowed.clamp(min=0)).masked_fill(allowed < 0, NEG_INF)  # (B, K, C)
+    sub = sub.masked_fill((cmask == 0).unsqueeze(-1), 0.0)  # padding: any finite row
+    sub_logp = torch.log_softmax(sub, dim=-1)
+    chosen = (allowed == comp.unsqueeze(-1)).float().argmax(-1, keepdim=True)  # (B, K, 1)
+    logps = sub_logp.gather(-1, chosen).squeeze(-1) * cmask
     entropies = None
     if compute_entropy:
-        entropies = -(row_logp.exp() * row_logp).sum(-1) * cmask
+        p = sub_logp.exp()
+        entropies = -(p * sub_logp.masked_fill(p == 0, 0.0)).sum(-1) * cmask
     return logps, entropies
 
 
@@ -228,7 +264,12 @@ def _trainer_class():
     from trl import GRPOTrainer
 
     class SIDGRPOTrainer(GRPOTrainer):
-        """GRPOTrainer whose log-probabilities run each group's shared prompt once (:func:`shared_prompt_logps`)."""
+        """GRPOTrainer whose log-probabilities run each group's shared prompt once (:func:`shared_prompt_logps`).
+
+        ``sid_trie``: when set, the policy (and the reference) are scored restricted to the index.
+        """
+
+        sid_trie: SIDTrie | None = None
 
         def _get_per_token_logps_and_entropies(
             self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False,
@@ -236,9 +277,12 @@ def _trainer_class():
         ):  # fmt: skip
             if any(v is not None for v in multimodal.values()) or compute_aux_loss:
                 raise ValueError("SID GRPO takes text prompts only (no images, no MoE auxiliary loss)")
+            trie = self.sid_trie
+            if trie is not None and trie.children.device != input_ids.device:
+                trie = self.sid_trie = trie.to(input_ids.device)
             with self.accelerator.autocast():
                 logps, entropies = shared_prompt_logps(
-                    model, input_ids, attention_mask, logits_to_keep, compute_entropy
+                    model, input_ids, attention_mask, logits_to_keep, compute_entropy, trie
                 )
             return logps, entropies, None
 
@@ -529,6 +573,8 @@ def train_grpo(
         rollout_func=rollouts,
         callbacks=[timer.callback],
     )
+    if settings.constrained_logps:
+        trainer.sid_trie = trie
     reset_peak_memory()
     start = time.perf_counter()
     trainer.train()

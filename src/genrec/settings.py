@@ -331,6 +331,11 @@ class RLSettings(_Settings):
     epsilon: float = 0.2  # PPO clip range of the policy ratio (matters when num_iterations > 1)
     num_iterations: int = 1  # optimisation passes over each batch of rollouts (mu)
     loss_type: str = "grpo"  # grpo: token mean per sequence, then mean (MiniOneRec); dapo, dr_grpo, bnpo: TRL's
+    # score rollouts (policy, old policy, reference) under the policy restricted to the index: at each
+    # SID level the softmax over the allowed next tokens, the distribution they were drawn from;
+    # false: over the whole vocabulary, as MiniOneRec (pushing a wrong SID down then frees mass for
+    # non-SID tokens, which decoding never emits)
+    constrained_logps: bool = True
     mode: str = "full"  # full: every weight trains; lora: new low-rank adapters on the SFT model, merged on save
     lora_r: int = 16
     lora_alpha: int = 32
