@@ -4,6 +4,7 @@
     .venv/bin/python bench/default_job.py --workdir .  # the same in ./ (reuses what ./results already has)
     .venv/bin/python bench/default_job.py --config config/sid_compare.yaml --name sid_compare
     .venv/bin/python bench/default_job.py --workdir DIR --config config/sft_modes.yaml --name sft_modes --forcerun sft
+    .venv/bin/python bench/default_job.py --workdir DIR --config config/rl_rewards.yaml --name rl_rewards
 
 Writes bench/results/NAME.json (default_job.json by default).
 """
@@ -110,6 +111,12 @@ def main() -> None:
                 "task_samples",
             )
         }
+        policy = json.loads((run / "policy.json").read_text())
+        cell["rl"] = {"method": policy["method"], "train_time_s": policy["train_time_s"]}
+        if (run / "rl_log.json").is_file():  # GRPO: throughput and the last step's rewards
+            rl_log = json.loads((run / "rl_log.json").read_text())
+            keys = ("optimizer_steps", "train_prompts", "rollout_prompts_per_s", "update_prompts_per_s")
+            cell["rl"].update({k: rl_log.get(k) for k in keys}, settings=policy["settings"])
         cell["eval_users_per_s"] = json.loads((run / "metrics.json").read_text()).get("users_per_s")
         for metric in ("HR@10", "NDCG@10", "HR@20", "MRR"):
             a, b = per_row(llm_ranks, metric), per_row(pop_ranks, metric)

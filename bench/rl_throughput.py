@@ -35,7 +35,7 @@ import torch
 
 from genrec.decoding import SIDTrie
 from genrec.prompts import prompt_ids, sid_ids
-from genrec.rl import rollout_groups, shared_prompt_logps
+from genrec.rl import rollout_groups, shared_prompt_logps, trl_batch
 from genrec.settings import RLSettings
 from genrec.sids import sid_strings
 
@@ -66,19 +66,6 @@ def update(model, method: str, ids, mask, k: int) -> torch.Tensor:
         lp, ent = shared_prompt_logps(model, ids, mask, k, compute_entropy=True)
     (lp.sum() + 0.0 * ent.sum()).backward()
     return lp.detach()
-
-
-def batch_of(prompts, completions, pad_id, device):
-    """TRL's layout: left-padded prompts, then right-padded completions."""
-    p, k = max(map(len, prompts)), max(map(len, completions))
-    ids = torch.full((len(prompts), p + k), pad_id, device=device)
-    mask = torch.zeros_like(ids)
-    for r, (a, c) in enumerate(zip(prompts, completions)):
-        ids[r, p - len(a) : p] = torch.tensor(a)
-        mask[r, p - len(a) : p] = 1
-        ids[r, p : p + len(c)] = torch.tensor(c)
-        mask[r, p : p + len(c)] = 1
-    return ids, mask, k
 
 
 def main() -> None:
@@ -129,7 +116,7 @@ def main() -> None:
         model.train()
         rows = [p for p in prompts for _ in range(g)]
         comps = [sid_ids(tok, sids[int(i)]) for i in items.view(-1)]
-        ids, mask, k = batch_of(rows, comps, tok.pad_token_id, device)
+        ids, mask, k = trl_batch(rows, comps, tok.pad_token_id, device)
         got = {}
         for method in ("trl", "shared_prompt"):
             model.zero_grad(set_to_none=True)

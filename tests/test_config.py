@@ -19,9 +19,20 @@ def _default():
     return yaml.safe_load((REPO / "config.yaml").read_text())
 
 
+def _merged(base: dict, overlay: dict) -> dict:
+    """``--configfile`` semantics: mappings merge recursively, anything else is replaced."""
+    out = dict(base)
+    for key, value in overlay.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_validate(path):
-    validate_config(yaml.safe_load(path.read_text()))
+    config = yaml.safe_load(path.read_text())
+    if "models" not in config:  # an overlay for --configfile over config.yaml (config/rl_rewards.yaml)
+        config = _merged(_default(), config)
+    validate_config(config)
 
 
 @pytest.mark.parametrize(
@@ -65,4 +76,4 @@ def test_cells_are_the_product():
         {**config["experiments"][0]},
     ]
     cells = experiment_cells(config)
-    assert [c.sft for c in cells] == ["full", "other"]
+    assert [(c.sft, c.rl) for c in cells] == [("full", "none"), ("full", "grpo"), ("other", "none"), ("other", "grpo")]

@@ -10,7 +10,7 @@ from genrec.decoding import SIDTrie, constrained_beam_search
 from genrec.models import load_checkpoint
 from genrec.prompts import prompt_ids, sid_ids
 from genrec.rewards import REWARDS, RewardContext
-from genrec.rl import Rollouts, reward_functions, run_rl, shared_prompt_logps
+from genrec.rl import Rollouts, reward_functions, run_rl, shared_prompt_logps, trl_batch
 from genrec.settings import RLSettings
 from genrec.sids import format_sid
 
@@ -20,20 +20,6 @@ def sid_lm(tiny_model_dir):
     index = random_index()
     model, tok = sid_model(tiny_model_dir, index)
     return model, tok, index
-
-
-def _batch(tok, prompts, completions, pad_id):
-    """TRL's layout: left-padded prompts, then right-padded completions."""
-    p = max(map(len, prompts))
-    k = max(map(len, completions))
-    ids = torch.full((len(prompts), p + k), pad_id)
-    mask = torch.zeros_like(ids)
-    for r, (a, c) in enumerate(zip(prompts, completions)):
-        ids[r, p - len(a) : p] = torch.tensor(a)
-        mask[r, p - len(a) : p] = 1
-        ids[r, p : p + len(c)] = torch.tensor(c)
-        mask[r, p : p + len(c)] = 1
-    return ids, mask, k
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
@@ -46,7 +32,7 @@ def test_shared_prompt_logps_equal_one_sequence_per_row(sid_lm, attn):
     short = c[3][:2]  # a shorter completion: right padding inside its slot
     prompts = [a, b, a, b, a, b]  # shuffled rows, as TRL hands them over
     completions = [c[0], c[1], c[2], c[0], short, c[3]]
-    ids, mask, k = _batch(tok, prompts, completions, tok.pad_token_id)
+    ids, mask, k = trl_batch(prompts, completions, tok.pad_token_id)
     model.zero_grad()
     logps, ent = shared_prompt_logps(model, ids, mask, k, compute_entropy=True)
     logps.sum().backward()

@@ -150,6 +150,25 @@ def reward_functions(settings: RLSettings, ctx: RewardContext) -> tuple[list, li
 
 
 # ----------------------------------------------------------------------------- shared-prompt log-probs
+def trl_batch(
+    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int, device=None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """GRPOTrainer's layout of rollouts: left-padded prompts, then right-padded completions.
+
+    Returns:
+        ``input_ids`` and ``attention_mask`` ``(B, P + K)``, and ``K``.
+    """
+    p, k = max(map(len, prompts)), max(map(len, completions))
+    ids = torch.full((len(prompts), p + k), pad_id, dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for r, (a, c) in enumerate(zip(prompts, completions)):
+        ids[r, p - len(a) : p] = torch.tensor(a)
+        mask[r, p - len(a) : p] = 1
+        ids[r, p : p + len(c)] = torch.tensor(c)
+        mask[r, p : p + len(c)] = 1
+    return ids, mask, k
+
+
 def allowed_tokens(trie: SIDTrie, completions: torch.Tensor) -> torch.Tensor:
     """The SID tokens allowed at each position of each completion: ``(B, K, C)`` token ids, -1 where none.
 
@@ -465,7 +484,7 @@ def train_grpo(
     from trl import GRPOConfig
 
     from genrec.seqrec import load_scorer
-    from genrec.sft import save_checkpoint, seed_everything, split_rows
+    from genrec.sft import save_checkpoint, seed_everything, shared_training_arguments, split_rows
 
     seed_everything(settings.seed)
     device = pick_device()
@@ -543,17 +562,8 @@ def train_grpo(
         model_init_kwargs={"local_files_only": True},
         logging_steps=1,
         save_strategy="no",
-        report_to="none",
-        seed=settings.seed,
-        data_seed=settings.seed,
-        bf16=gpu and torch.cuda.is_bf16_supported(),
-        gradient_checkpointing=gpu and settings.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
         disable_dropout=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        disable_tqdm=False,
-        use_cpu=not gpu,
+        **shared_training_arguments(settings.seed, settings.gradient_checkpointing),
         log_completions=False,
     )
     ctx = RewardContext(index=index, scorer=scorer)

@@ -231,7 +231,35 @@ LORA_TARGETS = {  # shorthands for lora_target_modules (MiniOneRec's LoRA recipe
 
 
 @dataclass(frozen=True)
-class SFTSettings(_Settings):
+class _LoraSettings(_Settings):
+    """LoRA options shared by SFT (mode lora/qlora) and GRPO (mode lora)."""
+
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str | list[str] = "all"  # all = q,k,v,o,gate,up,down; qkv = q,k,v,o; or module names
+
+    def _check_lora(self, section: str) -> None:
+        _check(self.lora_r >= 1 and self.lora_alpha >= 1, f"{section}.*: lora_r and lora_alpha must be >= 1")
+        _check(0 <= self.lora_dropout < 1, f"{section}.*.lora_dropout must be in [0, 1)")
+        targets = self.lora_target_modules
+        _check(
+            (isinstance(targets, str) and targets in LORA_TARGETS)
+            or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets)),
+            f"{section}.*.lora_target_modules must be 'all', 'qkv' or a list of module names, got {targets!r}",
+        )
+        if isinstance(targets, list):
+            object.__setattr__(self, "lora_target_modules", tuple(targets))
+
+    @property
+    def target_modules(self) -> tuple[str, ...]:
+        """LoRA target module names with the shorthands expanded."""
+        t = self.lora_target_modules
+        return LORA_TARGETS[t] if isinstance(t, str) else tuple(t)
+
+
+@dataclass(frozen=True)
+class SFTSettings(_LoraSettings):
     """One SFT variant: the fine-tuning mode, the task mix and the training schedule (see ``genrec.sft``)."""
 
     # full: every weight; frozen: only the new SID token rows of the embedding (and output) matrix;
@@ -250,10 +278,7 @@ class SFTSettings(_Settings):
     weight_decay: float = 0.0
     max_train_samples: int = 0  # 0 = all; else a seeded subsample of the split rows (keeps CPU runs short)
     max_length: int = 256  # prompt + response tokens; longer prompts are cut from the left (oldest history)
-    lora_r: int = 16  # LoRA rank (lora, qlora)
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str | list[str] = "all"  # all = q,k,v,o,gate,up,down; qkv = q,k,v,o; or module names
+    # lora_r, lora_alpha, lora_dropout, lora_target_modules: see _LoraSettings (lora, qlora)
     export_merged: bool = False  # lora/qlora: also write final_checkpoint/merged/, a plain model with adapters merged
     evals_per_epoch: int = 4  # validation-loss evaluations (and checkpoints) per epoch
     early_stopping_patience: int = 3  # evaluations without a better validation loss before stopping; 0 = off
@@ -276,16 +301,7 @@ class SFTSettings(_Settings):
             and sum(self.tasks.values()) > 0,
             f"sft_variants.*.tasks: weights must be numbers >= 0, not all 0, got {self.tasks}",
         )
-        _check(self.lora_r >= 1 and self.lora_alpha >= 1, "sft_variants.*: lora_r and lora_alpha must be >= 1")
-        _check(0 <= self.lora_dropout < 1, "sft_variants.*.lora_dropout must be in [0, 1)")
-        targets = self.lora_target_modules
-        _check(
-            (isinstance(targets, str) and targets in LORA_TARGETS)
-            or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets)),
-            f"sft_variants.*.lora_target_modules must be 'all', 'qkv' or a list of module names, got {targets!r}",
-        )
-        if isinstance(targets, list):
-            object.__setattr__(self, "lora_target_modules", tuple(targets))
+        self._check_lora("sft_variants")
         _check(
             not (self.mode == "frozen" and self.weight_decay > 0),
             "sft_variants.*: mode frozen trains only the new token rows; weight_decay > 0 would shrink the frozen "
@@ -295,12 +311,6 @@ class SFTSettings(_Settings):
             self.evals_per_epoch >= 1 and self.early_stopping_patience >= 0 and self.max_valid_samples >= 1,
             "sft_variants.*: evals_per_epoch >= 1, early_stopping_patience >= 0, max_valid_samples >= 1",
         )
-
-    @property
-    def target_modules(self) -> tuple[str, ...]:
-        """LoRA target module names with the shorthands expanded."""
-        t = self.lora_target_modules
-        return LORA_TARGETS[t] if isinstance(t, str) else tuple(t)
 
 
 # ----------------------------------------------------------------------------- RL
@@ -313,7 +323,7 @@ RL_SCALES = ("group", "batch", "none")
 
 
 @dataclass(frozen=True)
-class RLSettings(_Settings):
+class RLSettings(_LoraSettings):
     """One RL variant: ``none`` evaluates the SFT model as is; ``grpo`` refines it (see ``genrec.rl``)."""
 
     method: str = "none"  # none | grpo
@@ -333,14 +343,11 @@ class RLSettings(_Settings):
     loss_type: str = "grpo"  # grpo: token mean per sequence, then mean (MiniOneRec); dapo, dr_grpo, bnpo: TRL's
     # score rollouts (policy, old policy, reference) under the policy restricted to the index: at each
     # SID level the softmax over the allowed next tokens, the distribution they were drawn from;
-    # false: over the whole vocabulary, as MiniOneRec (pushing a wrong SID down then frees mass for
-    # non-SID tokens, which decoding never emits)
+    # false: over the whole vocabulary, as MiniOneRec
     constrained_logps: bool = True
-    mode: str = "full"  # full: every weight trains; lora: new low-rank adapters on the SFT model, merged on save
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: str | list[str] = "all"  # all = q,k,v,o,gate,up,down; qkv = q,k,v,o; or module names
+    # full: every weight trains; lora: new low-rank adapters on the SFT model (lora_r, lora_alpha,
+    # lora_dropout, lora_target_modules: see _LoraSettings), merged on save
+    mode: str = "full"
     learning_rate: float = 1e-5  # AdamW peak, cosine decay (MiniOneRec's rl.sh)
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
@@ -379,20 +386,7 @@ class RLSettings(_Settings):
             self.prompts_per_step >= 1 and self.grad_accum >= 1 and self.max_train_samples >= 0,
             "rl_variants.*: prompts_per_step >= 1, grad_accum >= 1, max_train_samples >= 0",
         )
-        _check(self.lora_r >= 1 and self.lora_alpha >= 1, "rl_variants.*: lora_r and lora_alpha must be >= 1")
-        targets = self.lora_target_modules
-        _check(
-            (isinstance(targets, str) and targets in LORA_TARGETS)
-            or (isinstance(targets, (list, tuple)) and targets and all(isinstance(t, str) and t for t in targets)),
-            f"rl_variants.*.lora_target_modules must be 'all', 'qkv' or a list of module names, got {targets!r}",
-        )
-        if isinstance(targets, list):
-            object.__setattr__(self, "lora_target_modules", tuple(targets))
-
-    @property
-    def target_modules(self) -> tuple[str, ...]:
-        t = self.lora_target_modules
-        return LORA_TARGETS[t] if isinstance(t, str) else tuple(t)
+        self._check_lora("rl_variants")
 
     @property
     def needs_scorer(self) -> bool:

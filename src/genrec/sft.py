@@ -483,6 +483,25 @@ def resume_point(work: Path, fingerprint: str, may_reset: bool = True) -> str | 
     return None
 
 
+def shared_training_arguments(seed: int, gradient_checkpointing: bool) -> dict:
+    """Trainer arguments SFT and GRPO share: seeds, no reporting, a progress bar, bf16 and gradient
+    checkpointing on a GPU, and the CPU backend without one (several processes under torchrun or
+    accelerate then run DDP over gloo)."""
+    gpu = torch.cuda.is_available()
+    return dict(
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        bf16=gpu and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=gpu and gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+        use_cpu=not gpu,
+    )
+
+
 def training_arguments(settings: SFTSettings, output_dir: str | os.PathLike[str], n_train: int, **overrides):
     """Transformers ``TrainingArguments`` of an SFT run: schedule, evaluation/checkpoint cadence, bf16 and
     gradient checkpointing on GPU, length grouping. ``overrides`` replace single arguments (benchmarks)."""
@@ -512,19 +531,10 @@ def training_arguments(settings: SFTSettings, output_dir: str | os.PathLike[str]
         load_best_model_at_end=True,
         metric_for_best_model="eval_loss",
         greater_is_better=False,
-        report_to="none",
-        seed=settings.seed,
-        data_seed=settings.seed,
-        bf16=gpu and torch.cuda.is_bf16_supported(),
-        gradient_checkpointing=gpu and settings.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
+        **shared_training_arguments(settings.seed, settings.gradient_checkpointing),
         train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
         include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        disable_tqdm=False,
         dataloader_pin_memory=gpu,
-        use_cpu=not gpu,  # without a GPU, several processes under torchrun/accelerate run DDP over gloo
         ddp_find_unused_parameters=False if world > 1 else None,
     )
     kwargs.update(overrides)
