@@ -59,7 +59,7 @@ def main() -> None:
         cmd += ["--forcerun", *args.forcerun]
     dest = REPO / "bench" / "results" / f"{args.name}.json"
     if args.analyse_only:  # recompute the comparisons of an earlier run; keep its wall time
-        wall = json.loads(dest.read_text())["wall_time_s"]
+        wall = json.loads(dest.read_text())["wall_time_s"] if dest.is_file() else None  # None: run elsewhere
     else:
         start = time.perf_counter()
         subprocess.run(cmd, check=True)
@@ -89,6 +89,7 @@ def main() -> None:
         llm_ranks = row_ranks(json.loads((run / "eval_results.json").read_text()))
         first_ranks = first_ranks if out["cells"] else llm_ranks
         pop_ranks = row_ranks(json.loads((pop / "eval_results.json").read_text()))
+        pop_ranks = pop_ranks[: len(llm_ranks)]  # eval.max_users: the same leading test rows
         cell = {
             "cell": f"{row['dataset']}/{row['encoder']}-{row['sid']}/sft-{row['sft']}/rl-{row['rl']}",
             "n": len(llm_ranks),
