@@ -113,7 +113,7 @@ def main() -> None:
             )
         }
         policy = json.loads((run / "policy.json").read_text())
-        cell["rl"] = {"method": policy["method"], "train_time_s": policy["train_time_s"]}
+        cell["rl"] = {"method": policy["method"], "train_time_s": policy.get("train_time_s", 0.0)}
         if (run / "rl_log.json").is_file():  # GRPO: throughput and the last step's rewards
             rl_log = json.loads((run / "rl_log.json").read_text())
             keys = ("optimizer_steps", "train_prompts", "rollout_prompts_per_s", "update_prompts_per_s")
