@@ -91,6 +91,14 @@ def office_inputs(office: Path, shape: str | None, dtype: torch.dtype):
     return model.to(dtype), tok, index, test, what
 
 
+def bench_inputs(args, dtype: torch.dtype):
+    """Model, tokenizer, index, split and a description, from ``--data`` (default job or Office) and ``--shape``."""
+    if args.data == "default":
+        model, tok, index, split, what = default_job_inputs(Path(args.workdir))
+        return model.to(dtype), tok, index, split, what
+    return office_inputs(args.office_dir, args.shape, dtype)
+
+
 def flops_per_user(fn, users: int) -> float:
     with FlopCounterMode(display=False) as counter:
         fn()
@@ -123,11 +131,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype)
-    if args.data == "default":
-        model, tok, index, test, what = default_job_inputs(Path(args.workdir))
-        model = model.to(dtype)
-    else:
-        model, tok, index, test, what = office_inputs(args.office_dir, args.shape, dtype)
+    model, tok, index, test, what = bench_inputs(args, dtype)
     model.to(device).eval()
     sids = sid_strings(index)
     trie = SIDTrie.from_index(index, tok).to(device)

@@ -41,7 +41,7 @@ from genrec.sids import sid_strings
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from decoding import OFFICE, default_job_inputs, office_inputs, timed  # noqa: E402 - bench/decoding.py
+from decoding import OFFICE, bench_inputs, timed  # noqa: E402 - bench/decoding.py
 from shapes import SHAPES  # noqa: E402
 
 
@@ -84,11 +84,7 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype)
-    if args.data == "default":
-        model, tok, index, split, what = default_job_inputs(Path(args.workdir))
-        model = model.to(dtype)
-    else:
-        model, tok, index, split, what = office_inputs(args.office_dir, args.shape, dtype)
+    model, tok, index, split, what = bench_inputs(args, dtype)
     model.to(device)
     add_fused_lm_head(model, outputs=("log_probs", "entropy"))  # as GRPOTrainer patches the policy
     sids = sid_strings(index)

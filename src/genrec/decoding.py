@@ -320,6 +320,26 @@ def score_all_items(model, prompt: Sequence[int], trie: SIDTrie, tokenizer) -> t
     return out
 
 
+def custom_mask_attention(model, what: str) -> str:
+    """The model's attention implementation, checked to take a custom (tree or block) mask.
+
+    Raises:
+        ValueError: it is neither sdpa nor eager; ``what`` names the caller in the message.
+    """
+    attn = getattr(model.config, "_attn_implementation", "eager")
+    if attn not in ("sdpa", "eager"):
+        raise ValueError(f"{what} needs a custom attention mask: load the model with sdpa or eager, not {attn}")
+    return attn
+
+
+def attention_mask_4d(allowed: torch.Tensor, attn: str, dtype: torch.dtype) -> torch.Tensor:
+    """A ``(B, Q, K)`` may-attend mask as the model takes it: ``(B, 1, Q, K)``, boolean for sdpa, additive for eager."""
+    if attn == "sdpa":
+        return allowed.unsqueeze(1)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min).unsqueeze(1)
+
+
 def _tree_layout(trie: SIDTrie) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The inner nodes in breadth-first order, the slots of their ancestors, and every node's parent.
 
@@ -368,9 +388,7 @@ def score_catalogue(
     Raises:
         ValueError: the model's attention implementation cannot take a custom mask (use sdpa or eager).
     """
-    attn = getattr(model.config, "_attn_implementation", "eager")
-    if attn not in ("sdpa", "eager"):
-        raise ValueError(f"exact scoring needs a custom attention mask: load the model with sdpa or eager, not {attn}")
+    attn = custom_mask_attention(model, "exact scoring")
     device = trie.children.device
     mask, pos, out = _prefill(model, prompts, pad_id, device)
     b, t = mask.shape
@@ -415,14 +433,9 @@ def score_catalogue(
             rows = torch.arange(c, device=device)
             allowed[:, rows.unsqueeze(1).expand_as(inv), t + inv] = True  # the node's ancestors
             allowed[:, rows, t + u + rows] = True  # itself
-            if attn == "sdpa":
-                mask4 = allowed.unsqueeze(1)
-            else:  # eager attention adds the mask to the scores
-                mask4 = torch.zeros(allowed.shape, dtype=model.dtype, device=device)
-                mask4 = mask4.masked_fill(~allowed, torch.finfo(model.dtype).min).unsqueeze(1)
             out = model(
                 input_ids=trie.node_token[nodes].expand(b, -1),
-                attention_mask=mask4,
+                attention_mask=attention_mask_4d(allowed, attn, model.dtype),
                 position_ids=last + level,
                 cache=cache,
                 use_cache=True,

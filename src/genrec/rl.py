@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from genrec.decoding import NEG_INF, SIDTrie, constrained_beam_search
+from genrec.decoding import NEG_INF, SIDTrie, attention_mask_4d, constrained_beam_search, custom_mask_attention
 from genrec.io import atomic_path, write_json
 from genrec.logs import log_settings
 from genrec.models import is_checkpoint, load_checkpoint, peak_memory_gb, pick_device, reset_peak_memory
@@ -131,9 +131,7 @@ def reward_functions(settings: RLSettings, ctx: RewardContext) -> tuple[list, li
     """
     g = settings.group_size
     funcs, weights = [], []
-    for kind, weight in sorted(settings.rewards.items()):
-        if weight == 0:
-            continue
+    for kind in settings.reward_kinds:
 
         def reward(prompts, completions, item, target, history, _kind=kind, **_) -> list[float]:
             out: list[float] = []
@@ -145,7 +143,7 @@ def reward_functions(settings: RLSettings, ctx: RewardContext) -> tuple[list, li
 
         reward.__name__ = kind
         funcs.append(reward)
-        weights.append(float(weight))
+        weights.append(float(settings.rewards[kind]))
     return funcs, weights
 
 
@@ -215,9 +213,7 @@ def shared_prompt_logps(
     Returns:
         ``logps`` ``(B, K)`` and ``entropies`` ``(B, K)`` or ``None``.
     """
-    attn = getattr(model.config, "_attn_implementation", "eager")
-    if attn not in ("sdpa", "eager"):
-        raise ValueError(f"shared-prompt scoring needs a custom attention mask (sdpa or eager), not {attn}")
+    attn = custom_mask_attention(model, "shared-prompt scoring")
     device = input_ids.device
     k = logits_to_keep
     p = input_ids.shape[1] - k
@@ -250,12 +246,7 @@ def shared_prompt_logps(
     block = torch.block_diag(*[torch.ones((k, k), dtype=torch.bool, device=device).tril()] * m)
     allowed[:, p:, p:] = block
     allowed |= torch.eye(width, dtype=torch.bool, device=device)  # padding attends to itself (no empty rows)
-    if attn == "sdpa":
-        mask4 = allowed.unsqueeze(1)
-    else:
-        dtype = next(model.parameters()).dtype
-        mask4 = torch.zeros(allowed.shape, dtype=dtype, device=device)
-        mask4 = mask4.masked_fill(~allowed, torch.finfo(dtype).min).unsqueeze(1)
+    mask4 = attention_mask_4d(allowed, attn, next(model.parameters()).dtype)
     out = model(input_ids=ids, attention_mask=mask4, position_ids=pos, logits_to_keep=m * k + 1, use_cache=False)
     logits = out.logits  # (U, 1 + m*K, V): the prompt's last position, then every slot's tokens
     at = torch.zeros((len(inv), k), dtype=torch.long, device=device)  # (B, K) kept position predicting token j
@@ -458,9 +449,8 @@ def run_rl(
     log_json = log_json or os.path.join(os.path.dirname(os.path.abspath(out_dir)), "rl_log.json")
     plot_png = plot_png or os.path.join(os.path.dirname(os.path.abspath(log_json)), "rl_log.png")
     train_time, peak, steps, extra = train_grpo(settings, sft_checkpoint, train_csv, sid_index, out_dir, scorer_dir)
-    kinds = [k for k, w in sorted(settings.rewards.items()) if w != 0]
     write_json(log_json, {**extra, "train_time_s": train_time, "peak_memory_gb": peak, "steps": steps})
-    plot_rl_log(steps, kinds, plot_png)
+    plot_rl_log(steps, settings.reward_kinds, plot_png)
     write_json(
         policy_json, _policy_record(settings, out_dir, train_time, peak, started_from=os.path.abspath(sft_checkpoint))
     )
@@ -607,8 +597,9 @@ def train_grpo(
     )
     shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(Path(out_dir).resolve().parent / ".rl_reference", ignore_errors=True)
-    kinds = [k for k, w in sorted(settings.rewards.items()) if w != 0]
-    steps = step_log(trainer.state.log_history, timer.steps, kinds, settings.prompts_per_step * settings.grad_accum)
+    steps = step_log(
+        trainer.state.log_history, timer.steps, settings.reward_kinds, settings.prompts_per_step * settings.grad_accum
+    )
     rollout_s = sum(s.get("rollout_s", 0.0) for s in steps)
     update_s = sum(s.get("update_s", 0.0) for s in steps)
     n_prompts = trainer.state.global_step * settings.prompts_per_step * settings.grad_accum

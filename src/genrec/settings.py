@@ -389,6 +389,11 @@ class RLSettings(_LoraSettings):
         self._check_lora("rl_variants")
 
     @property
+    def reward_kinds(self) -> list[str]:
+        """The reward kinds with a non-zero weight, sorted (one TRL reward function and log entry each)."""
+        return [k for k, w in sorted(self.rewards.items()) if w != 0]
+
+    @property
     def needs_scorer(self) -> bool:
         return self.method == "grpo" and self.rewards.get("collaborative", 0) != 0
 
