@@ -10,7 +10,7 @@ from genrec.decoding import SIDTrie, constrained_beam_search
 from genrec.models import load_checkpoint
 from genrec.prompts import prompt_ids, sid_ids
 from genrec.rewards import REWARDS, RewardContext
-from genrec.rl import Rollouts, reward_functions, run_rl, shared_prompt_logps, trl_batch
+from genrec.rl import Rollouts, reward_functions, rl_rows, run_rl, sft_seen_rows, shared_prompt_logps, trl_batch
 from genrec.settings import RLSettings
 from genrec.sids import format_sid
 
@@ -204,6 +204,24 @@ def test_rl_none_passes_the_sft_checkpoint_on(toy, tmp_path):
     run_rl(RLSettings(), str(ckpt), str(tmp_path / "policy.json"))
     policy = json.loads((tmp_path / "policy.json").read_text())
     assert policy["checkpoint"] == str(ckpt.resolve()) and policy["train_time_s"] == 0
+
+
+def test_grpo_prompts_prefer_training_rows_sft_did_not_see(toy, tmp_path):
+    from genrec.sft import split_rows
+
+    root, _, index = toy
+    csv, every = str(root / "train.csv"), split_rows(str(root / "train.csv"), len(index))
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    (sft / "run_info.json").write_text(json.dumps({"stage": "sft", "settings": {"max_train_samples": 10, "seed": 3}}))
+    seen = split_rows(csv, len(index), 10, seed=3)  # the rows this SFT run trained on
+    assert sft_seen_rows(sft, 16) == {i for i, row in enumerate(every) if row in seen}
+    fresh = rl_rows(csv, len(index), RLSettings(method="grpo", max_train_samples=4), sft)
+    assert len(fresh) == 4 and not any(row in seen for row in fresh)
+    topped = rl_rows(csv, len(index), RLSettings(method="grpo", max_train_samples=8), sft)
+    assert len(topped) == 8 and sum(row not in seen for row in topped) == 6  # all 6 unseen rows, then 2 seen
+    assert rl_rows(csv, len(index), RLSettings(method="grpo", max_train_samples=0), sft) == every
+    assert len(sft_seen_rows(tmp_path, 16)) == 16  # no record of SFT's rows: every row counts as seen
 
 
 def test_grpo_refuses_a_group_larger_than_the_catalogue(toy, tmp_path):

@@ -37,9 +37,9 @@ from pathlib import Path
 import torch
 
 from genrec.decoding import NEG_INF, SIDTrie, attention_mask_4d, constrained_beam_search, custom_mask_attention
-from genrec.io import atomic_path, write_json
+from genrec.io import atomic_path, read_json, write_json
 from genrec.logs import log_settings
-from genrec.models import is_checkpoint, load_checkpoint, peak_memory_gb, pick_device, reset_peak_memory
+from genrec.models import RUN_INFO, is_checkpoint, load_checkpoint, peak_memory_gb, pick_device, reset_peak_memory
 from genrec.prompts import prompt_ids, sid_ids
 from genrec.rewards import REWARDS, Group, RewardContext
 from genrec.settings import RLSettings
@@ -145,6 +145,48 @@ def reward_functions(settings: RLSettings, ctx: RewardContext) -> tuple[list, li
         funcs.append(reward)
         weights.append(float(settings.rewards[kind]))
     return funcs, weights
+
+
+# ----------------------------------------------------------------------------- training rows
+def sft_seen_rows(sft_checkpoint: str | os.PathLike[str], n_rows: int) -> set[int]:
+    """Indices of the training rows the SFT stage trained on, from the checkpoint's ``run_info.json``.
+
+    Our SFT stage draws ``split_rows(train, max_train_samples, seed)``; a checkpoint without that
+    record (not made by our SFT stage) counts as having seen every row.
+    """
+    from genrec.sft import subsample
+
+    info_path = Path(sft_checkpoint) / RUN_INFO
+    info = read_json(info_path) if info_path.is_file() else {}
+    sft = info.get("settings", {}) if info.get("stage") == "sft" else {}
+    if "max_train_samples" not in sft or "seed" not in sft:
+        return set(range(n_rows))
+    return set(subsample(range(n_rows), sft["max_train_samples"], sft["seed"]))
+
+
+def rl_rows(
+    train_csv: str, n_items: int, settings: RLSettings, sft_checkpoint: str | os.PathLike[str]
+) -> list[tuple[list[int], int]]:
+    """GRPO's ``(history, target)`` prompts: a seeded subsample of the training split, unseen rows first.
+
+    When ``max_train_samples`` asks for fewer rows than the split holds, they come from the rows the
+    SFT stage did not train on (:func:`sft_seen_rows`), topped up from the seen ones only if too few;
+    drawing them from the rows SFT has already fitted teaches the policy little.
+    """
+    from genrec.sft import split_rows, subsample
+
+    rows = split_rows(train_csv, n_items)
+    k = settings.max_train_samples
+    if not k or k >= len(rows):
+        return rows
+    seen = sft_seen_rows(sft_checkpoint, len(rows))
+    unseen = [i for i in range(len(rows)) if i not in seen]
+    pick = subsample(unseen, k, settings.seed)
+    if len(pick) < k:
+        pick = sorted(pick + subsample(sorted(seen), k - len(pick), settings.seed))
+    fresh = min(k, len(unseen))
+    log.info("%d training rows: %d the SFT stage did not train on, %d it did", k, fresh, k - fresh)
+    return [rows[i] for i in pick]
 
 
 # ----------------------------------------------------------------------------- shared-prompt log-probs
@@ -474,7 +516,7 @@ def train_grpo(
     from trl import GRPOConfig
 
     from genrec.seqrec import load_scorer
-    from genrec.sft import save_checkpoint, seed_everything, shared_training_arguments, split_rows
+    from genrec.sft import save_checkpoint, seed_everything, shared_training_arguments
 
     seed_everything(settings.seed)
     device = pick_device()
@@ -494,7 +536,7 @@ def train_grpo(
         scorer = load_scorer(scorer_dir).eval()
         if scorer.n_items != len(index):
             raise ValueError(f"scorer {scorer_dir} covers {scorer.n_items} items, the index {len(index)}")
-    rows = split_rows(train_csv, len(index), settings.max_train_samples, settings.seed)
+    rows = rl_rows(train_csv, len(index), settings, sft_checkpoint)
     prompt_of: dict[str, list[int]] = {}
     records = []
     for history, target in rows:

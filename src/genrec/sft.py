@@ -303,13 +303,25 @@ def _item_sample(name: str, item: int, items, sids) -> dict | None:
     return {"description": desc, "target_sid": sids[item]} if desc else None
 
 
+def subsample(candidates: Sequence[int], max_samples: int, seed: int) -> list[int]:
+    """A seeded subsample of ``candidates`` in their order (all of them when ``max_samples`` is 0 or covers them).
+
+    >>> subsample(range(5), 0, seed=0), subsample(range(5), 9, seed=0)
+    ([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
+    >>> len(subsample(range(100), 10, seed=0)), subsample(range(100), 10, seed=0) == subsample(range(100), 10, seed=0)
+    (10, True)
+    """
+    candidates = list(candidates)
+    if not max_samples or len(candidates) <= max_samples:
+        return candidates
+    return sorted(random.Random(seed).sample(candidates, max_samples))
+
+
 def split_rows(csv: str, n_items: int, max_samples: int = 0, seed: int = 0) -> list[tuple[list[int], int]]:
     """``(history, target)`` rows of a split (a seeded subsample when ``max_samples`` > 0)."""
     df = read_split(csv, n_items=n_items)
     rows = list(zip(df["history"], df["item_id"]))
-    if max_samples and len(rows) > max_samples:
-        rows = [rows[i] for i in sorted(random.Random(seed).sample(range(len(rows)), max_samples))]
-    return rows
+    return [rows[i] for i in subsample(range(len(rows)), max_samples, seed)]
 
 
 def tokenise(tokenizer, samples: Sequence[tuple[str, dict]], max_length: int, desc: str) -> list[dict]:
