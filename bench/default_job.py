@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--analyse-only", action="store_true", help="do not run Snakemake; re-read the results of a run")
     args = ap.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genrec-default-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     if not (workdir / "config.yaml").exists():
         (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
     config = str((REPO / args.config).resolve())
