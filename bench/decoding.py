@@ -33,12 +33,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from genrec.data.format import read_items, read_split
 from genrec.decoding import SIDTrie, rank
+from genrec.devices import peak_memory_gb, reset_peak_memory
 from genrec.metrics import beam_miss
-from genrec.models import load_causal_lm, load_checkpoint, peak_memory_gb, reset_peak_memory
+from genrec.models import load_causal_lm
 from genrec.prompts import prompt_ids
 from genrec.sft import add_sid_tokens
-from genrec.sid import add_dedup_level, index_to_codes
-from genrec.sids import codes_to_index, load_index, sid_strings, vocabulary
+from genrec.sids.build import add_dedup_level, index_to_codes
+from genrec.sids.format import codes_to_index, load_index, sid_strings, vocabulary
+from genrec.training.checkpoints import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -115,7 +117,8 @@ def timed(fn, device: torch.device) -> tuple[object, float]:
     return out, time.perf_counter() - start
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default="/tmp/genrec-default", help="default job directory (data: default)")
     ap.add_argument("--data", choices=["default", "office"], default="default")
@@ -128,7 +131,11 @@ def main() -> None:
     ap.add_argument("--miss-users", type=int, default=256, help="users for the beam-miss rates (0: skip)")
     ap.add_argument("--flop-users", type=int, default=4)
     ap.add_argument("--name", default="decoding")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype)
     model, tok, index, test, what = bench_inputs(args, dtype)

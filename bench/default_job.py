@@ -28,7 +28,8 @@ from genrec.metrics import paired_bootstrap, per_row, row_ranks
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default=None, help="working directory (default: a new temporary one)")
     ap.add_argument("--cores", type=int, default=2)
@@ -36,7 +37,11 @@ def main() -> None:
     ap.add_argument("--name", default="default_job", help="result name: bench/results/NAME.json")
     ap.add_argument("--forcerun", nargs="*", default=[], help="rules to run again even if up to date (e.g. sft)")
     ap.add_argument("--analyse-only", action="store_true", help="do not run Snakemake; re-read the results of a run")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="genrec-default-"))
     workdir.mkdir(parents=True, exist_ok=True)
     if not (workdir / "config.yaml").exists():

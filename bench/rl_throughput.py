@@ -6,7 +6,7 @@ Side by side in one process, on the same prompts, rollouts and model:
   and by stochastic beam search (``sample``);
 * update: the policy's per-token log-probabilities and entropies of the G x P rollouts, forward and
   backward, computed (a) as TRL's GRPOTrainer does, one prompt + completion sequence per rollout
-  through its fused LM head, and (b) by ``genrec.rl.shared_prompt_logps``, each prompt once with its
+  through its fused LM head, and (b) by ``genrec.rl.logps.shared_prompt_logps``, each prompt once with its
   completions packed behind it. Both must give the same values (the max difference is recorded).
 
     # the default job's trained SmolLM2-135M on its synthetic training users
@@ -35,9 +35,10 @@ import torch
 
 from genrec.decoding import SIDTrie
 from genrec.prompts import prompt_ids, sid_ids
-from genrec.rl import rollout_groups, shared_prompt_logps, trl_batch
+from genrec.rl.logps import shared_prompt_logps, trl_batch
+from genrec.rl.rollouts import rollout_groups
 from genrec.settings import RLSettings
-from genrec.sids import sid_strings
+from genrec.sids.format import sid_strings
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -68,9 +69,8 @@ def update(model, method: str, ids, mask, k: int) -> torch.Tensor:
     return lp.detach()
 
 
-def main() -> None:
-    from trl.trainer.utils import add_fused_lm_head
-
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", default="/tmp/genrec-default", help="default job directory (data: default)")
     ap.add_argument("--data", choices=["default", "office"], default="default")
@@ -81,7 +81,13 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=4, help="prompts per update batch (the default config's)")
     ap.add_argument("--repeats", type=int, default=3, help="timed batches (different prompts) per method")
     ap.add_argument("--name", default="rl_throughput")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    from trl.trainer.utils import add_fused_lm_head
+
+    args = parser().parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype)
     model, tok, index, split, what = bench_inputs(args, dtype)

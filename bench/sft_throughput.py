@@ -1,12 +1,12 @@
 """SFT training throughput and model FLOPs utilisation (MFU) of full fine-tuning and LoRA.
 
-Runs our SFT training path (genrec.sft: Trainer, left-padded batches, response-only loss on the
+Runs our SFT training path (genrec.training: Trainer, left-padded batches, response-only loss on the
 last logits, LoRA with trainable SID rows) on a random-initialised model of a real shape, with
 synthetic examples of a fixed length, and times the optimizer steps after a warm-up.
 
     .venv/bin/python bench/sft_throughput.py                               # CPU: a scaled-down Qwen2.5 shape
     python bench/sft_throughput.py --shape qwen2.5-0.5b --name sft_throughput_gpu   # on a GPU, bf16
-    accelerate launch --config_file config/accelerate/zero2.yaml --num_processes 1 \\
+    accelerate launch --config_file src/genrec/training/zero2_accelerate.yaml --num_processes 1 \\
         bench/sft_throughput.py --shape qwen2.5-0.5b --modes full --name sft_throughput_zero2   # DeepSpeed ZeRO-2
 
 Model FLOPs per trained token (the PaLM convention: recomputation by gradient checkpointing is
@@ -32,9 +32,11 @@ from types import SimpleNamespace
 import torch
 from shapes import SHAPES, make_model  # bench/shapes.py (the script's folder is on sys.path)
 
-from genrec.models import parameter_count, peak_memory_gb, reset_peak_memory
+from genrec.devices import peak_memory_gb, reset_peak_memory
+from genrec.models import parameter_count
 from genrec.settings import SFTSettings
-from genrec.sft import build_trainer, prepare_model, seed_everything, training_arguments
+from genrec.training.modes import prepare_model
+from genrec.training.trainer import build_trainer, seed_everything, training_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -121,7 +123,8 @@ def run_mode(mode: str, shape: str, args, device: torch.device, dtype: torch.dty
     }
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=sorted(SHAPES), default=None, help="default: full shape on GPU, 4 layers on CPU")
     ap.add_argument("--modes", default="full,lora")
@@ -131,7 +134,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--no-checkpointing", action="store_true", help="GPU: no gradient checkpointing")
     ap.add_argument("--name", default="sft_throughput")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     dtype = torch.bfloat16 if cuda else torch.float32

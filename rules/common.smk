@@ -1,8 +1,9 @@
 # Validation, wildcard constraints and small input helpers; all logic lives in genrec.config.
 import re
 
-from genrec.config import experiment_cells, stage_json, validate_config
-from genrec.plots import FIGURES as PLOTS
+from genrec.config import cell_files, experiment_cells, sid_source, stage_json, validate_config
+from genrec.report.plots import FIGURES as PLOTS
+from genrec.settings import SEQREC_KINDS, RLSettings
 
 validate_config(config)
 
@@ -31,47 +32,52 @@ def settings_of(section, wildcard=None):
 
 
 def rl_variants_of(method):
-    names = [n for n, e in config["rl_variants"].items() if e.get("method", "none") == method]
+    names = [n for n, e in config["rl_variants"].items() if e["method"] == method]
     return "|".join(map(re.escape, sorted(names))) or "(?!)"  # (?!) matches nothing
 
 
-def grpo_scorer(wc):
-    """The collaborative reward's scorer: the trained baseline named by the variant's `scorer`."""
-    from genrec.settings import RLSettings
+def get_sid_source(wc):
+    """The index an import SID method reads (its path, or the dataset's own source.index.json)."""
+    own = expand(rules.prepare_data.output.source_index, dataset=wc.dataset)[0]
+    return sid_source(config, wc.sid, own)
 
+
+def get_grpo_scorer(wc):
+    """The collaborative reward's scorer: the trained baseline named by the variant's `scorer`."""
     s = RLSettings.from_json(stage_json(config, "rl_variants", wc.rl))
     if not s.needs_scorer:
         return {}
-    return {"scorer": f"results/{wc.dataset}/baselines/{s.scorer}/scorer"}
+    return {"scorer": expand(rules.baseline_seqrec.output.scorer, dataset=wc.dataset, seqrec=s.scorer)[0]}
 
 
 def get_summary_cells():
-    return [
+    """Per cell: its names and the files the summary reads, from the rules' own output patterns."""
+    return cell_files(
+        CELLS,
         {
-            "dataset": c.dataset,
-            "encoder": c.encoder,
-            "sid": c.sid,
-            "sft": c.sft,
-            "rl": c.rl,
-            "metrics": f"{c.run_dir}/metrics.json",
-            "results": f"{c.run_dir}/eval_results.json",
-            "policy": f"{c.run_dir}/policy.json",
-            "data_stats": f"results/{c.dataset}/data/data_stats.json",
-            "sid_stats": f"results/{c.dataset}/sid/{c.encoder}/{c.sid}/sid_stats.json",
-            "train_log": f"results/{c.dataset}/runs/{c.encoder}-{c.sid}/sft-{c.sft}/train_log.json",
-        }
-        for c in CELLS
-    ]
+            "metrics": rules.evaluate.output.metrics,
+            "results": rules.evaluate.output.results,
+            "policy": rules.rl_none.output.policy,
+            "data_stats": rules.prepare_data.output.stats_json,
+            "sid_stats": rules.build_sids.output.stats,
+            "train_log": rules.sft.output.train_log,
+        },
+    )
 
 
 def get_summary_baselines():
+    """Per dataset and baseline: the names and the files the summary reads."""
+    outputs = {
+        "popularity": rules.baseline_popularity.output,
+        **{k: rules.baseline_seqrec.output for k in SEQREC_KINDS},
+    }
     return [
         {
             "dataset": d,
             "baseline": b,
-            "metrics": f"results/{d}/baselines/{b}/metrics.json",
-            "results": f"results/{d}/baselines/{b}/eval_results.json",
-            "data_stats": f"results/{d}/data/data_stats.json",
+            "metrics": expand(outputs[b].metrics, dataset=d, seqrec=b)[0],
+            "results": expand(outputs[b].results, dataset=d, seqrec=b)[0],
+            "data_stats": expand(rules.prepare_data.output.stats_json, dataset=d)[0],
         }
         for d in DATASETS
         for b in BASELINES

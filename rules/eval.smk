@@ -6,16 +6,16 @@ rule evaluate:
     output:
         results="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/eval_results.json",
         metrics="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/metrics.json",
-    params:
-        settings=settings_of("eval"),
-    threads: 2
-    resources:
-        gpu=1,
     log:
         "results/logs/evaluate/{dataset}/{encoder}-{sid}-{sft}-{rl}.log",
     benchmark:
         "results/benchmarks/evaluate/{dataset}/{encoder}-{sid}-{sft}-{rl}.tsv"
     conda:
         "../envs/genrec.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        settings=settings_of("eval"),
     script:
         "../workflow_scripts/evaluate.py"

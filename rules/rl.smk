@@ -7,21 +7,21 @@ rule rl_none:
         checkpoint="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/final_checkpoint",
     output:
         policy="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/policy.json",
-    wildcard_constraints:
-        rl=rl_variants_of("none"),
-    params:
-        settings=settings_of("rl_variants", "rl"),
     log:
         "results/logs/rl/{dataset}/{encoder}-{sid}-{sft}-{rl}.log",
+    wildcard_constraints:
+        rl=rl_variants_of("none"),
     conda:
         "../envs/genrec.yaml"
+    params:
+        settings=settings_of("rl_variants", "rl"),
     script:
         "../workflow_scripts/rl.py"
 
 
 rule rl_grpo:
     input:
-        unpack(grpo_scorer),
+        unpack(get_grpo_scorer),
         checkpoint="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/final_checkpoint",
         train="results/{dataset}/data/train.csv",
         sids="results/{dataset}/sid/{encoder}/{sid}/{dataset}.index.json",
@@ -30,19 +30,19 @@ rule rl_grpo:
         checkpoint=directory("results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/final_checkpoint"),
         rl_log="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/rl_log.json",
         plot="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/rl_log.png",
-    wildcard_constraints:
-        rl=rl_variants_of("grpo"),
-    params:
-        settings=settings_of("rl_variants", "rl"),
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=16000,
     log:
         "results/logs/rl/{dataset}/{encoder}-{sid}-{sft}-{rl}.log",
     benchmark:
         "results/benchmarks/rl/{dataset}/{encoder}-{sid}-{sft}-{rl}.tsv"
+    wildcard_constraints:
+        rl=rl_variants_of("grpo"),
     conda:
         "../envs/genrec.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=16000,
+    params:
+        settings=settings_of("rl_variants", "rl"),
     script:
         "../workflow_scripts/rl.py"

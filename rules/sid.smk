@@ -1,5 +1,6 @@
 rule build_sids:
     input:
+        unpack(get_sid_source),
         emb="results/{dataset}/emb/{dataset}.emb-{encoder}-td.npy",
         train="results/{dataset}/data/train.csv",
         valid="results/{dataset}/data/valid.csv",
@@ -10,14 +11,14 @@ rule build_sids:
         stats="results/{dataset}/sid/{encoder}/{sid}/sid_stats.json",
         dataset=directory("results/{dataset}/sid/{encoder}/{sid}/dataset"),
         plot="results/{dataset}/sid/{encoder}/{sid}/sid_plots.png",
-    params:
-        settings=settings_of("sid_methods", "sid"),
-    threads: 2
     log:
         "results/logs/build_sids/{dataset}-{encoder}-{sid}.log",
     benchmark:
         "results/benchmarks/build_sids/{dataset}-{encoder}-{sid}.tsv"
     conda:
         "../envs/genrec.yaml"
+    threads: 2
+    params:
+        settings=settings_of("sid_methods", "sid"),
     script:
         "../workflow_scripts/build_sids.py"

@@ -1,17 +1,21 @@
+SUMMARY_CELLS = get_summary_cells()
+SUMMARY_BASELINES = get_summary_baselines()
+
+
 rule summary:
     input:
-        [v for c in get_summary_cells() for k, v in c.items() if k not in ("dataset", "encoder", "sid", "sft", "rl")],
-        [b[k] for b in get_summary_baselines() for k in ("metrics", "results", "data_stats")],
+        [v for c in SUMMARY_CELLS for k, v in c.items() if k not in ("dataset", "encoder", "sid", "sft", "rl")],
+        [b[k] for b in SUMMARY_BASELINES for k in ("metrics", "results", "data_stats")],
     output:
         summary=report("results/summary.csv", caption="../report/summary.rst", category="Tables"),
         comparisons=report("results/comparisons.csv", caption="../report/comparisons.rst", category="Tables"),
-    params:
-        cells=get_summary_cells(),
-        baselines=get_summary_baselines(),
     log:
         "results/logs/summary.log",
     conda:
         "../envs/genrec.yaml"
+    params:
+        cells=SUMMARY_CELLS,
+        baselines=SUMMARY_BASELINES,
     script:
         "../workflow_scripts/summary.py"
 

@@ -33,9 +33,10 @@ TINY_SYNTHETIC = dict(n_users=80, n_items=40, n_categories=4, min_reviews=5, max
 @pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory) -> Path:
     """A small synthetic dataset in MiniOneRec's format."""
+    from genrec.data.format import dataset_files
     from genrec.data.prepare import prepare_data
     from genrec.settings import SyntheticSettings
 
     out = tmp_path_factory.mktemp("synthetic") / "data"
-    prepare_data(SyntheticSettings(**TINY_SYNTHETIC), out)
+    prepare_data(SyntheticSettings(**TINY_SYNTHETIC), **dataset_files(out))
     return out

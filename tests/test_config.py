@@ -77,3 +77,50 @@ def test_cells_are_the_product():
     ]
     cells = experiment_cells(config)
     assert [(c.sft, c.rl) for c in cells] == [("full", "none"), ("full", "grpo"), ("other", "none"), ("other", "grpo")]
+
+
+def test_structure_schema_comes_from_the_settings():
+    """The schema holds structure only; what it names is read from the settings' registries."""
+    import dataclasses
+
+    from genrec import settings as S
+    from genrec.config import ENTRY_SETTINGS, structure_schema
+
+    schema = structure_schema()["properties"]
+    assert sorted(schema["baselines"]["properties"]) == sorted(S.BASELINES)
+    assert schema["datasets"]["additionalProperties"]["properties"]["source"]["enum"] == sorted(S.DATASET_SOURCES)
+    for section, cls in ENTRY_SETTINGS.items():
+        entry = schema[section]["additionalProperties"]
+        assert entry["required"] == [f.name for f in dataclasses.fields(cls) if f.metadata["required"]]
+        assert "properties" not in entry  # keys, types and ranges are the dataclasses' alone
+
+
+def _bad_values(f):
+    """Values the field's metadata forbids: outside a bound, not a choice, an unknown key, not finite."""
+    meta, bad = f.metadata, []
+    for bound, step in (("ge", -1), ("gt", 0), ("le", 1), ("lt", 0)):
+        if meta[bound] is not None and not meta["keys"]:
+            value = meta[bound] + step
+            bad.append(int(value) if str(f.type) == "int" and float(value).is_integer() else value)
+    if meta["choices"]:
+        bad.append("no-such-choice")
+    if meta["keys"]:
+        bad.append({"no-such-key": 1.0})
+    if str(f.type) == "float":
+        bad.append(float("inf"))
+    return bad
+
+
+def test_every_range_and_choice_is_enforced_by_its_dataclass():
+    import dataclasses
+
+    from genrec.config import DOC_SECTIONS
+
+    checked = 0
+    for _, cls in DOC_SECTIONS:
+        for f in dataclasses.fields(cls):
+            for value in _bad_values(f):
+                with pytest.raises(ValueError, match=f.name):
+                    cls(**{f.name: value})
+                checked += 1
+    assert checked > 80

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from genrec.data.format import COLUMNS, read_items, read_split
+from genrec.data.format import COLUMNS, dataset_files, read_items, read_split
 from genrec.data.importer import derive_train, import_minionerec
 from genrec.data.prepare import prepare_data
 from genrec.data.sequences import Interaction, chronological_split
@@ -114,7 +114,7 @@ def test_bad_input_clear_error_and_no_output(tmp_path, mutate, message):
     mutate(src)
     out = tmp_path / "out"
     with pytest.raises((ValueError, FileNotFoundError), match=message):
-        prepare_data(ImportSettings(path=str(src)), out)
+        prepare_data(ImportSettings(path=str(src)), **dataset_files(out))
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp leftovers
 

@@ -16,7 +16,7 @@ from genrec.decoding import (
 )
 from genrec.prompts import prompt_ids
 from genrec.recommend import recommend
-from genrec.sids import format_sid
+from genrec.sids.format import format_sid
 
 
 def mixed_length_index(index):
@@ -151,7 +151,7 @@ def test_batch_size_fits_memory_and_halves_on_oom(model_and_index, monkeypatch, 
     prompts = _prompts(tok, index) * 3
     per_user = memory_per_user(model, max(map(len, prompts)), trie, "beam", 10)
     assert per_user > memory_per_user(model, max(map(len, prompts)), trie, "beam", 2)
-    monkeypatch.setattr("genrec.models.available_memory_bytes", lambda device: 5 * per_user)
+    monkeypatch.setattr("genrec.devices.available_memory_bytes", lambda device: 5 * per_user)
     with caplog.at_level("INFO", logger="genrec.decoding"):
         got = rank(model, prompts, trie, tok.pad_token_id, num_beams=10, max_batch=64, progress=False)
     assert got.batch_size == 2  # half of 5 users' worth of memory

@@ -1,7 +1,7 @@
 import pandas as pd
 
-from genrec.plots import FIGURES, plot_all
-from genrec.summary import METRIC_COLUMNS
+from genrec.report.plots import FIGURES, plot_all
+from genrec.report.summary import METRIC_COLUMNS
 
 
 def _row(dataset, kind, fraction, hr, **names):
@@ -36,7 +36,9 @@ def test_every_figure_is_drawn_for_a_full_matrix_and_a_minimal_one(tmp_path):
         summary.to_csv(tmp_path / f"{name}_summary.csv", index=False)
         comp.to_csv(tmp_path / f"{name}_comparisons.csv", index=False)
         paths = plot_all(
-            str(tmp_path / f"{name}_summary.csv"), str(tmp_path / f"{name}_comparisons.csv"), str(tmp_path / name)
+            str(tmp_path / f"{name}_summary.csv"),
+            str(tmp_path / f"{name}_comparisons.csv"),
+            {f: str(tmp_path / name / f"{f}.png") for f in FIGURES},
         )
         assert [p.rsplit("/", 1)[1] for p in paths] == [f"{f}.png" for f in FIGURES]
         for p in paths:

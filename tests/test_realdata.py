@@ -4,14 +4,14 @@ import json
 
 import numpy as np
 import pytest
-from tiny import train_sft
+from tiny import dataset_inputs, train_sft
 
-from genrec.data.format import read_split
+from genrec.data.format import dataset_files, read_split
 from genrec.data.prepare import prepare_data
-from genrec.embed import encode_texts, item_text
 from genrec.settings import EmbedSettings, EvalSettings, ImportSettings, SIDSettings
-from genrec.sid import build_sids
-from genrec.sids import load_index
+from genrec.sids.build import build_sids
+from genrec.sids.embed import encode_texts, item_text
+from genrec.sids.format import load_index
 
 pytestmark = pytest.mark.realdata
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.realdata
 def office_cell(tmp_path_factory, office_dir, tiny_model_dir):
     root = tmp_path_factory.mktemp("office")
     data = root / "data"
-    prepare_data(ImportSettings(path=str(office_dir)), data)
+    prepare_data(ImportSettings(path=str(office_dir)), **dataset_files(data))
     items = json.loads((data / "item.json").read_text())
     texts = [item_text(items[str(i)]) for i in range(len(items))]
     emb = encode_texts(
@@ -31,10 +31,10 @@ def office_cell(tmp_path_factory, office_dir, tiny_model_dir):
     build_sids(
         SIDSettings(codebook_size=32, n_init=1, kmeans_iters=30),
         root / "emb.npy",
-        data,
-        sid / "office.index.json",
-        sid / "sid_stats.json",
-        sid / "dataset",
+        **dataset_inputs(data),
+        index_json=sid / "office.index.json",
+        stats_json=sid / "sid_stats.json",
+        dataset_dir=sid / "dataset",
     )
     return root, data, sid
 
@@ -61,7 +61,7 @@ def test_minionerec_shipped_index_has_collisions_we_detect(office_cell):
 def test_office_evaluation_is_always_valid(office_cell, tiny_model_dir):
     from genrec.evaluate import evaluate
     from genrec.models import load_causal_lm, load_tokenizer
-    from genrec.rl import run_rl
+    from genrec.rl.run import run_rl
     from genrec.sft import add_sid_tokens
 
     root, data, sid = office_cell
@@ -94,7 +94,12 @@ def test_minionerec_shipped_index_imported_as_a_method(office_cell):
     root, data, _ = office_cell
     out = root / "imported"
     build_sids(
-        SIDSettings(method="import"), root / "emb.npy", data, out / "office.index.json", out / "s.json", out / "dataset"
+        SIDSettings(method="import"),
+        root / "emb.npy",
+        **dataset_inputs(data),
+        index_json=out / "office.index.json",
+        stats_json=out / "s.json",
+        dataset_dir=out / "dataset",
     )
     index = load_index(out / "office.index.json", n_items=3459)
     stats = json.loads((out / "s.json").read_text())
@@ -109,8 +114,9 @@ def test_office_sft_with_every_task(office_cell, tiny_model_dir, tmp_path):
     from genrec.models import load_causal_lm, load_tokenizer
     from genrec.prompts import task_example
     from genrec.settings import SFT_TASKS
-    from genrec.sft import add_sid_tokens, split_rows, task_samples
-    from genrec.sids import sid_strings
+    from genrec.sft import add_sid_tokens, task_samples
+    from genrec.sids.format import sid_strings
+    from genrec.training.rows import split_rows
 
     _, data, sid = office_cell
     tasks = {"next_sid": 1.0, "title_history": 1.0, "title2sid": 0.02, "sid2title": 0.02, "desc2sid": 0.02}

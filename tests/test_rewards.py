@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from genrec.rewards import REWARDS, Group, RewardContext, collaborative, combined_rewards, ranking
-from genrec.seqrec import build_model
+from genrec.baselines.seqrec import build_model
+from genrec.rl.rewards import REWARDS, Group, RewardContext, collaborative, combined_rewards, ranking
 from genrec.settings import SeqRecSettings
 
 INDEX = {i: [f"<a_{i // 4}>", f"<b_{i // 2 % 2}>", f"<c_{i % 2}>"] for i in range(8)}
@@ -60,3 +60,9 @@ def test_collaborative_reward_reads_histories_at_the_scorer_length():
     values = collaborative(Group([1, 2], target=2, history=[0, 1, 2, 3, 4]), RewardContext(INDEX, scorer=scorer))
     full = torch.softmax(scorer(torch.tensor([[2, 3, 4]]))[0], -1)
     assert values == pytest.approx(full[[1, 2]].tolist())
+
+
+def test_the_settings_name_every_reward_kind():
+    from genrec.settings import RL_REWARDS
+
+    assert tuple(REWARDS) == RL_REWARDS

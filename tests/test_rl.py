@@ -7,12 +7,15 @@ from tiny import random_index, sid_model
 from genrec.config import ConfigError, validate_config
 from genrec.data.format import Sample, read_split, samples_to_frame
 from genrec.decoding import SIDTrie, constrained_beam_search
-from genrec.models import load_checkpoint
 from genrec.prompts import prompt_ids, sid_ids
-from genrec.rewards import REWARDS, RewardContext
-from genrec.rl import Rollouts, reward_functions, rl_rows, run_rl, sft_seen_rows, shared_prompt_logps, trl_batch
+from genrec.rl.grpo import reward_functions, rl_rows, sft_seen_rows
+from genrec.rl.logps import shared_prompt_logps, trl_batch
+from genrec.rl.rewards import REWARDS, RewardContext
+from genrec.rl.rollouts import Rollouts
+from genrec.rl.run import run_rl
 from genrec.settings import RLSettings
-from genrec.sids import format_sid
+from genrec.sids.format import format_sid
+from genrec.training.checkpoints import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +210,7 @@ def test_rl_none_passes_the_sft_checkpoint_on(toy, tmp_path):
 
 
 def test_grpo_prompts_prefer_training_rows_sft_did_not_see(toy, tmp_path):
-    from genrec.sft import split_rows
+    from genrec.training.rows import split_rows
 
     root, _, index = toy
     csv, every = str(root / "train.csv"), split_rows(str(root / "train.csv"), len(index))

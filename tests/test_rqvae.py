@@ -1,8 +1,8 @@
 import numpy as np
 import torch
 
-from genrec.rqvae import RQVAEConfig, train_rqvae
-from genrec.sid import resolve_collisions
+from genrec.sids.build import resolve_collisions
+from genrec.sids.rqvae import RQVAEConfig, train_rqvae
 
 
 def _data(n=300, d=16, seed=0):

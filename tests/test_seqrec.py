@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 import torch
 
+from genrec.baselines.seqrec import build_model, encode_histories, load_scorer, save_scorer, target_ranks, train
 from genrec.metrics import per_row
-from genrec.seqrec import build_model, encode_histories, load_scorer, save_scorer, target_ranks, train
 from genrec.settings import SeqRecSettings
 
 N_ITEMS = 50

@@ -2,19 +2,14 @@ import json
 
 import pytest
 import torch
-from tiny import make_tiny_model_dir, train_sft
+from tiny import dataset_inputs, make_tiny_model_dir, train_sft
 
-from genrec.models import load_checkpoint
 from genrec.settings import SFTSettings
-from genrec.sft import (
-    cli_args,
-    freeze_all_but_rows,
-    launch_command,
-    lora_target_names,
-    run_sft,
-    task_samples,
-)
-from genrec.sids import load_index
+from genrec.sft import run_sft, task_samples
+from genrec.sids.format import load_index
+from genrec.training.checkpoints import load_checkpoint
+from genrec.training.launch import cli_args, launch_command
+from genrec.training.modes import freeze_all_but_rows, lora_target_names
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +18,19 @@ def sid_index(tmp_path_factory, synthetic_data_dir):
 
     from genrec.data.format import read_items
     from genrec.settings import SIDSettings
-    from genrec.sid import build_sids
+    from genrec.sids.build import build_sids
 
     items = read_items(synthetic_data_dir / "item.json")
     tmp = tmp_path_factory.mktemp("sid")
     emb = tmp / "e.npy"
     np.save(emb, np.random.default_rng(0).normal(size=(len(items), 8)).astype(np.float32))
     build_sids(
-        SIDSettings(codebook_size=4, n_init=1), emb, synthetic_data_dir, tmp / "i.json", tmp / "s.json", tmp / "d"
+        SIDSettings(codebook_size=4, n_init=1),
+        emb,
+        **dataset_inputs(synthetic_data_dir),
+        index_json=tmp / "i.json",
+        stats_json=tmp / "s.json",
+        dataset_dir=tmp / "d",
     )
     return tmp / "i.json"
 
@@ -114,9 +114,9 @@ def test_adapter_modes_train_and_reload_with_the_same_logits(
     mode, tmp_path, tiny_model_dir, synthetic_data_dir, sid_index, monkeypatch
 ):
     captured = {}
-    import genrec.sft as sft
+    import genrec.training.trainer as trainer
 
-    real_save = sft.save_checkpoint
+    real_save = trainer.save_checkpoint
 
     def spy(model, tokenizer, out_dir, info, export_merged=False):
         model.eval()
@@ -125,7 +125,7 @@ def test_adapter_modes_train_and_reload_with_the_same_logits(
             captured["x"], captured["logits"] = x, model(input_ids=x).logits
         real_save(model, tokenizer, out_dir, info, export_merged)
 
-    monkeypatch.setattr(sft, "save_checkpoint", spy)
+    monkeypatch.setattr(trainer, "save_checkpoint", spy)
     # 4-bit NF4 quantises in blocks of 64 inputs: real models' widths are multiples of it
     model_dir = make_tiny_model_dir(tmp_path / "base", hidden=64) if mode == "qlora" else tiny_model_dir
     out, log = _train(
@@ -194,8 +194,8 @@ def test_qlora_without_working_bitsandbytes_fails_clearly(
 
 def test_task_mix_follows_the_weights(synthetic_data_dir, sid_index):
     from genrec.data.format import read_items
-    from genrec.sft import split_rows
-    from genrec.sids import sid_strings
+    from genrec.sids.format import sid_strings
+    from genrec.training.rows import split_rows
 
     items = read_items(synthetic_data_dir / "item.json")
     sids = sid_strings(load_index(sid_index))
@@ -249,7 +249,7 @@ def test_multi_gpu_launch_command_uses_accelerate_with_zero2():
     from pathlib import Path
 
     s = SFTSettings(model={"path": "/m"}, mode="lora")
-    cmd = launch_command(4, cli_args(s, train_csv="t.csv", out_dir="o", loss_png=None))
+    cmd = launch_command("genrec.sft", 4, cli_args(s, train_csv="t.csv", out_dir="o", loss_png=None))
     assert cmd[1:3] == ["-m", "accelerate.commands.launch"]
     assert cmd[cmd.index("--num_processes") + 1] == "4" and cmd[cmd.index("-m", 3) + 1] == "genrec.sft"
     ds = json.loads(Path(cmd[cmd.index("--deepspeed_config_file") + 1]).read_text())
@@ -297,7 +297,7 @@ def test_two_process_data_parallel_run_under_accelerate(tmp_path, tiny_model_dir
     )
     s = SFTSettings(model={"path": str(tiny_model_dir)}, mode="lora", epochs=1, batch_size=8, max_train_samples=64)
     args = _cli_args(s, tmp_path, synthetic_data_dir, sid_index, threads="1")
-    cmd = launch_command(2, args, accelerate_config=cfg, deepspeed_config=None)
+    cmd = launch_command("genrec.sft", 2, args, accelerate_config=cfg, deepspeed_config=None)
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     log = json.loads((tmp_path / "log.json").read_text())

@@ -2,10 +2,11 @@ import json
 
 import numpy as np
 import pytest
+from tiny import dataset_inputs
 
 from genrec.settings import SIDSettings
-from genrec.sid import build_sids, load_embeddings, residual_kmeans, resolve_collisions
-from genrec.sids import check_index, codes_to_index, format_sid, load_index, parse_sid, vocabulary
+from genrec.sids.build import build_sids, load_embeddings, residual_kmeans, resolve_collisions
+from genrec.sids.format import check_index, codes_to_index, format_sid, load_index, parse_sid, vocabulary
 
 
 def _clustered(n=200, d=16, seed=0, duplicates=10):
@@ -91,10 +92,10 @@ def test_build_sids_writes_everything(tmp_path, synthetic_data_dir):
     build_sids(
         SIDSettings(codebook_size=8, n_init=1),
         emb,
-        synthetic_data_dir,
-        out / "x.index.json",
-        out / "sid_stats.json",
-        out / "dataset",
+        **dataset_inputs(synthetic_data_dir),
+        index_json=out / "x.index.json",
+        stats_json=out / "sid_stats.json",
+        dataset_dir=out / "dataset",
     )
     index = load_index(out / "x.index.json", n_items=len(items))
     stats = json.loads((out / "sid_stats.json").read_text())
@@ -120,7 +121,7 @@ def test_balanced_codes_stay_within_bound():
 
 
 def test_capacitated_assign_exact_case():
-    from genrec.sid import capacitated_assign
+    from genrec.sids.build import capacitated_assign
 
     dist = np.array([[0.0, 5.0], [0.1, 5.0], [0.2, 0.3]])
     assert capacitated_assign(dist, cap=2).tolist() == [0, 0, 1]
@@ -129,7 +130,7 @@ def test_capacitated_assign_exact_case():
 
 
 def test_dedup_level_only_when_needed():
-    from genrec.sid import add_dedup_level
+    from genrec.sids.build import add_dedup_level
 
     codes = np.array([[0, 1], [0, 1], [2, 3], [0, 1]])
     out, extra = add_dedup_level(codes)
@@ -139,7 +140,7 @@ def test_dedup_level_only_when_needed():
 
 
 def test_quality_stats_on_a_hand_made_case():
-    from genrec.sid import sid_stats
+    from genrec.sids.build import sid_stats
 
     before = np.array([[0, 0], [0, 0], [1, 0], [1, 1]])
     after = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
@@ -162,14 +163,14 @@ def test_methods_give_unique_fixed_length_sids(tmp_path, synthetic_data_dir, met
     np.save(emb, _clustered(n=n, duplicates=5).astype(np.float32))
     out = tmp_path / "sid"
     s = SIDSettings(method=method, codebook_size=4, n_init=1, dedup=dedup)
-    build_sids(s, emb, synthetic_data_dir, out / "i.json", out / "s.json", out / "d", out / "p.png")
+    build_sids(s, emb, **dataset_inputs(synthetic_data_dir), **_outputs(out, "i.json", "s.json", "d", "p.png"))
     index = load_index(out / "i.json", n_items=n)
     assert len({len(v) for v in index.values()}) == 1
     stats = json.loads((out / "s.json").read_text())
     assert stats["collision_rate_after"] == 0.0 and stats["collision_rate_before"] > 0
     assert stats["sid_length"] == (3 if dedup == "move" else 4)
     assert (out / "p.png").stat().st_size > 1000
-    build_sids(s, emb, synthetic_data_dir, out / "i2.json", out / "s2.json", out / "d2")
+    build_sids(s, emb, **dataset_inputs(synthetic_data_dir), **_outputs(out, "i2.json", "s2.json", "d2"))
     assert (out / "i2.json").read_text() == (out / "i.json").read_text()  # deterministic
 
 
@@ -181,9 +182,18 @@ def test_rqvae_method_end_to_end(tmp_path, synthetic_data_dir):
     np.save(emb, _clustered(n=n, duplicates=3).astype(np.float32))
     out = tmp_path / "sid"
     s = SIDSettings(method="rqvae", codebook_size=4, layers=[16], e_dim=8, epochs=20, batch_size=32)
-    build_sids(s, emb, synthetic_data_dir, out / "i.json", out / "s.json", out / "d", out / "p.png")
+    build_sids(s, emb, **dataset_inputs(synthetic_data_dir), **_outputs(out, "i.json", "s.json", "d", "p.png"))
     index = load_index(out / "i.json", n_items=n)
     assert {len(v) for v in index.values()} == {3}
     stats = json.loads((out / "s.json").read_text())
     assert stats["collision_rate_after"] == 0.0 and 0 < stats["reconstruction_error"] < 1.5
     assert len(stats["training_curve"]) == 20 and (out / "p.png").stat().st_size > 1000
+
+
+def _outputs(out, index_json, stats_json, dataset_dir, plot_png=None):
+    return {
+        "index_json": out / index_json,
+        "stats_json": out / stats_json,
+        "dataset_dir": out / dataset_dir,
+        "plot_png": plot_png and out / plot_png,
+    }

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from genrec.summary import compare
+from genrec.report.summary import compare
 
 
 def _results(path, items, hits):

@@ -64,7 +64,7 @@ def test_tiny_matrix_outputs(tiny_run):
     assert len(summary) == 7  # 2 SFT x 2 RL cells + popularity, SASRec, GRU4Rec
     assert sorted(summary["sft"].fillna("")) == ["", "", "", "full", "full", "short", "short"]
     assert sorted(summary["baseline"].dropna()) == ["gru4rec", "popularity", "sasrec"]
-    from genrec.summary import METRIC_COLUMNS
+    from genrec.report.summary import METRIC_COLUMNS
 
     ci = ["HR@10_ci_low", "HR@10_ci_high", "NDCG@10_ci_low", "NDCG@10_ci_high"]
     assert summary[METRIC_COLUMNS + ci].notna().all().all()  # no empty metric, cells and baselines alike
@@ -135,7 +135,7 @@ def test_tiny_matrix_outputs(tiny_run):
     assert all(r["title"] == items[str(r["item_id"])]["title"] for r in recs)
     pop = json.loads((res / "synthetic" / "baselines" / "popularity" / "metrics.json").read_text())
     assert pop["invalid_rate"] == 0 and 0 <= pop["HR@20"] <= 1
-    from genrec.seqrec import encode_histories, load_scorer
+    from genrec.baselines.seqrec import encode_histories, load_scorer
 
     for kind in ("sasrec", "gru4rec"):
         base = res / "synthetic" / "baselines" / kind
@@ -152,7 +152,7 @@ def test_tiny_matrix_outputs(tiny_run):
 @pytest.mark.slow
 def test_plots_and_report(tiny_run):
     workdir, _ = tiny_run
-    from genrec.plots import FIGURES
+    from genrec.report.plots import FIGURES
 
     for name in FIGURES:
         png = workdir / "results" / "plots" / f"{name}.png"

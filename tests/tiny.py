@@ -89,3 +89,10 @@ def sid_model(model_dir: Path, index: dict[int, list[str]]):
     with torch.no_grad():  # make the new rows distinct so that scores are not all tied
         new += torch.randn_like(new)
     return model.eval(), tok
+
+
+def dataset_inputs(data_dir: str | os.PathLike[str]) -> dict:
+    """``build_sids``' dataset arguments for a prepared dataset directory (what the rule declares)."""
+    d = Path(data_dir)
+    splits = {s: d / f"{s}.csv" for s in ("train", "valid", "test")}
+    return {"item_json": d / "item.json", "splits": splits, "source_index": d / "source.index.json"}

@@ -1,12 +1,15 @@
+from genrec.baselines.seqrec import run_baseline
 from genrec.logs import log_to_file
-from genrec.seqrec import run_baseline
 from genrec.settings import SeqRecSettings
 
 log_to_file(snakemake.log[0])
 run_baseline(
     snakemake.wildcards.seqrec,
     SeqRecSettings.from_json(snakemake.params.settings),
-    data_dir=snakemake.input.item_json.rsplit("/", 1)[0],
+    train_csv=snakemake.input.train,
+    valid_csv=snakemake.input.valid,
+    test_csv=snakemake.input.test,
+    item_json=snakemake.input.item_json,
     results_json=snakemake.output.results,
     metrics_json=snakemake.output.metrics,
     scorer_dir=snakemake.output.scorer,

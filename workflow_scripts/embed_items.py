@@ -1,6 +1,6 @@
-from genrec.embed import embed_items
 from genrec.logs import log_to_file
 from genrec.settings import EmbedSettings
+from genrec.sids.embed import embed_items
 
 log_to_file(snakemake.log[0])
 embed_items(

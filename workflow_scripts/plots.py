@@ -1,5 +1,5 @@
 from genrec.logs import log_to_file
-from genrec.plots import plot_all
+from genrec.report.plots import plot_all
 
 log_to_file(snakemake.log[0])
-plot_all(snakemake.input.summary, snakemake.input.comparisons, out_dir=snakemake.output[0].rsplit("/", 1)[0])
+plot_all(snakemake.input.summary, snakemake.input.comparisons, paths=dict(snakemake.output.items()))

@@ -5,4 +5,4 @@ from genrec.logs import log_to_file
 from genrec.settings import dataset_settings
 
 log_to_file(snakemake.log[0])
-prepare_data(dataset_settings(json.loads(snakemake.params.settings)), out_dir=snakemake.output.train.rsplit("/", 1)[0])
+prepare_data(dataset_settings(json.loads(snakemake.params.settings)), **dict(snakemake.output.items()))

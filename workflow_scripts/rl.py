@@ -1,5 +1,5 @@
 from genrec.logs import log_to_file
-from genrec.rl import run_rl
+from genrec.rl.run import run_rl
 from genrec.settings import RLSettings
 
 log_to_file(snakemake.log[0])

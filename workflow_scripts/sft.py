@@ -1,11 +1,13 @@
 from genrec.logs import log_to_file
 from genrec.settings import SFTSettings
-from genrec.sft import run_sft_job
+from genrec.sft import run_sft
+from genrec.training.launch import run_stage
 
 log_to_file(snakemake.log[0])
-run_sft_job(
+run_stage(
+    run_sft,
     SFTSettings.from_json(snakemake.params.settings),
-    gpus=int(snakemake.resources.get("gpu", 1)),
+    gpus=snakemake.resources.gpu,
     train_csv=snakemake.input.train,
     valid_csv=snakemake.input.valid,
     item_json=snakemake.input.item_json,

@@ -1,5 +1,5 @@
 from genrec.logs import log_to_file
-from genrec.summary import compare, summarize
+from genrec.report.summary import compare, summarize
 
 log_to_file(snakemake.log[0])
 summarize(snakemake.params.cells, snakemake.params.baselines, out_csv=snakemake.output.summary)

@@ -1,19 +1,27 @@
-"""The experiment matrix: validation, cells and per-stage config slices.
+"""The experiment matrix: validation, cells, per-stage config slices and the generated key reference.
 
 ``config.yaml`` names variants per stage (``datasets``, ``encoders``, ``sid_methods``,
 ``sft_variants``, ``rl_variants``), shared ``models``, the ``eval`` settings, ``baselines`` and
-a list of ``experiments``, each a product of variant names. :func:`validate_config` checks it
-against ``config.schema.yaml`` and then builds every stage's typed settings, so a bad key or
-value is reported by name before any job starts. :func:`stage_json` gives a rule exactly its
-own stage's slice as sorted JSON, which Snakemake's params trigger compares between runs.
+a list of ``experiments``, each a product of variant names. :func:`validate_config` checks the
+structure with a JSON Schema built here from the settings registries (:func:`structure_schema`),
+then builds every entry's typed settings (:mod:`genrec.settings`, the one definition of every key,
+default, range and choice), so a bad key or value is reported by its path before any job starts.
+:func:`stage_json` gives a rule exactly its own stage's slice as sorted JSON, which Snakemake's
+params trigger compares between runs.
+
+    python -m genrec.config docs docs/CONFIG.md   # rewrite the generated key tables of the docs
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import itertools
 import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -21,12 +29,16 @@ import yaml
 from genrec import settings as S
 
 STAGES = ("datasets", "encoders", "sid_methods", "sft_variants", "rl_variants")
-_SETTINGS = {
+# sections whose entries are one settings class (datasets dispatch on their source)
+ENTRY_SETTINGS: dict[str, type] = {
+    "models": S.ModelSpec,
     "encoders": S.EmbedSettings,
     "sid_methods": S.SIDSettings,
     "sft_variants": S.SFTSettings,
     "rl_variants": S.RLSettings,
 }
+NAME = "^[A-Za-z0-9][A-Za-z0-9_.]*$"  # variant names: no "-", run directories join names with it
+MODEL_NAME = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class ConfigError(ValueError):
@@ -44,41 +56,94 @@ class Cell:
     rl: str
 
     @property
-    def run_dir(self) -> str:
-        return f"results/{self.dataset}/runs/{self.encoder}-{self.sid}/sft-{self.sft}/rl-{self.rl}"
+    def wildcards(self) -> dict[str, str]:
+        """The rules' wildcard values of this cell."""
+        return dataclasses.asdict(self)
+
+    @property
+    def name(self) -> str:
+        """``encoder-sid-sft-rl``: the cell within its dataset."""
+        return f"{self.encoder}-{self.sid}-{self.sft}-{self.rl}"
 
 
-def _schema() -> dict:
-    return yaml.safe_load(resources.files("genrec").joinpath("config.schema.yaml").read_text())
+def _required(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.metadata.get("required")]
+
+
+def _entries(required: Sequence[str], pattern: str = NAME, **extra: Any) -> dict:
+    return {
+        "type": "object",
+        "minProperties": 1,
+        "propertyNames": {"pattern": pattern},
+        "additionalProperties": {"type": "object", "required": list(required), **extra},
+    }
+
+
+def structure_schema() -> dict:
+    """The JSON Schema of the config's structure: sections, variant names, required keys, experiments.
+
+    Entry keys, types, ranges and choices are not repeated here: they are the settings dataclasses'
+    fields, checked when :func:`validate_config` builds them. What this schema names (sections,
+    dataset sources, baselines, required keys) comes from the same registries.
+    """
+    names = {"type": "array", "minItems": 1, "items": {"type": "string"}}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["models", *STAGES, "eval", "experiments"],
+        "properties": {
+            "models": _entries([], MODEL_NAME),
+            "datasets": _entries(
+                ["source"],
+                properties={"source": {"enum": sorted(S.DATASET_SOURCES)}},
+                allOf=[
+                    {"if": {"properties": {"source": {"const": name}}}, "then": {"required": _required(cls)}}
+                    for name, cls in S.DATASET_SOURCES.items()
+                ],
+            ),
+            **{s: _entries(_required(ENTRY_SETTINGS[s])) for s in STAGES if s != "datasets"},
+            "eval": {"type": "object"},
+            "baselines": {
+                "type": ["object", "null"],
+                "additionalProperties": False,
+                "properties": {name: {"type": ["object", "null"]} for name in S.BASELINES},
+            },
+            "experiments": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": list(STAGES),
+                    "properties": {s: names for s in STAGES},
+                },
+            },
+        },
+    }
 
 
 def validate_config(config: dict[str, Any]) -> None:
     """Check the whole config; raise :class:`ConfigError` naming the first bad key or value."""
     import jsonschema
 
-    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(config), key=lambda e: list(e.path))
+    errors = sorted(jsonschema.Draft202012Validator(structure_schema()).iter_errors(config), key=lambda e: list(e.path))
     if errors:
         e = errors[0]
         where = ".".join(str(p) for p in e.path) or "<top level>"
         raise ConfigError(f"config error at {where}: {e.message}")
-    models = config["models"]
-    for name, spec in models.items():
-        _build(S.ModelSpec, spec, f"models.{name}")
+    for name, entry in config["models"].items():
+        _build(S.ModelSpec, entry, f"models.{name}")
     for name, entry in config["datasets"].items():
         try:
             S.dataset_settings(entry, f"datasets.{name}")
         except (TypeError, ValueError) as err:
             raise ConfigError(f"config error: {err}") from err
-    for section, cls in _SETTINGS.items():
-        for name, entry in config[section].items():
-            if "model" in entry and entry["model"] not in models:
-                raise ConfigError(
-                    f"config error at {section}.{name}.model: unknown model {entry['model']!r}; "
-                    f"defined models: {sorted(models)}"
-                )
-            _build(cls, _resolved(config, section, name), f"{section}.{name}")
+    for section in STAGES[1:]:
+        for name in config[section]:
+            _build(ENTRY_SETTINGS[section], _resolved(config, section, name), f"{section}.{name}")
     for name in config["rl_variants"]:
-        rl = _build(S.RLSettings, _resolved(config, "rl_variants", name), f"rl_variants.{name}")
+        rl = S.RLSettings.from_dict(_resolved(config, "rl_variants", name))
         if rl.needs_scorer and rl.scorer not in (config.get("baselines") or {}):
             raise ConfigError(
                 f"config error at rl_variants.{name}.rewards: the collaborative reward reads the trained "
@@ -86,7 +151,7 @@ def validate_config(config: dict[str, Any]) -> None:
             )
     _build(S.EvalSettings, config["eval"], "eval")
     for name, entry in (config.get("baselines") or {}).items():
-        _build(S.BASELINE_SETTINGS[name], entry or {}, f"baselines.{name}")
+        _build(S.BASELINES[name], entry or {}, f"baselines.{name}")
     for i, exp in enumerate(config["experiments"]):
         for stage in STAGES:
             unknown = [n for n in exp[stage] if n not in config[stage]]
@@ -105,9 +170,20 @@ def _build(cls, entry: dict, where: str):
 
 
 def _resolved(config: dict[str, Any], section: str, name: str) -> dict[str, Any]:
+    """An entry with its model name replaced by the model's entry.
+
+    Raises:
+        ConfigError: the entry names a model that ``models`` does not define.
+    """
     entry = dict(config[section][name] or {})
-    if "model" in entry and isinstance(entry["model"], str):
-        entry["model"] = dict(config["models"][entry["model"]])
+    model = entry.get("model")
+    if isinstance(model, str):
+        if model not in config["models"]:
+            raise ConfigError(
+                f"config error at {section}.{name}.model: unknown model {model!r}; defined models: "
+                f"{sorted(config['models'])}"
+            )
+        entry["model"] = dict(config["models"][model])
     return entry
 
 
@@ -129,9 +205,127 @@ def experiment_cells(config: dict[str, Any]) -> list[Cell]:
     return list(cells)
 
 
+def sid_source(config: dict[str, Any], sid: str, dataset_index: str) -> dict[str, str]:
+    """The index an ``import`` SID method reads, as a rule input: the entry's ``path``, else the
+    dataset's own ``source.index.json`` (``dataset_index``); no input for the other methods.
+
+    >>> config = {"sid_methods": {"own": {"method": "import"}, "km": {"method": "rkmeans"}}}
+    >>> sid_source(config, "own", "d/source.index.json"), sid_source(config, "km", "d/source.index.json")
+    ({'source_index': 'd/source.index.json'}, {})
+    """
+    entry = S.SIDSettings.from_dict(config["sid_methods"][sid])
+    return {"source_index": entry.path or dataset_index} if entry.method == "import" else {}
+
+
+def cell_files(cells: Sequence[Cell], templates: Mapping[str, str]) -> list[dict[str, str]]:
+    """Per cell its variant names and, for each key of ``templates``, that rule output filled with the cell.
+
+    >>> cell_files([Cell("d", "e", "s", "f", "r")], {"metrics": "results/{dataset}/{sft}-{rl}/metrics.json"})
+    [{'dataset': 'd', 'encoder': 'e', 'sid': 's', 'sft': 'f', 'rl': 'r', 'metrics': 'results/d/f-r/metrics.json'}]
+    """
+    return [{**c.wildcards, **{k: t.format(**c.wildcards) for k, t in templates.items()}} for c in cells]
+
+
 def load_config(path: str) -> dict[str, Any]:
     """Read and validate a config file (for use outside Snakemake)."""
     with open(path, encoding="utf-8") as fh:
         config = yaml.safe_load(fh)
     validate_config(config)
     return config
+
+
+# ----------------------------------------------------------------------------- the key reference
+DOC_SECTIONS: tuple[tuple[str, type], ...] = (
+    ("models.<name>", S.ModelSpec),
+    ("datasets.<name> (source: synthetic)", S.SyntheticSettings),
+    ("datasets.<name> (source: amazon2018)", S.AmazonSettings),
+    ("datasets.<name> (source: minionerec)", S.ImportSettings),
+    ("encoders.<name>", S.EmbedSettings),
+    ("sid_methods.<name>", S.SIDSettings),
+    ("sft_variants.<name>", S.SFTSettings),
+    ("rl_variants.<name>", S.RLSettings),
+    ("eval", S.EvalSettings),
+    ("baselines.popularity", S.PopularitySettings),
+    ("baselines.sasrec, baselines.gru4rec", S.SeqRecSettings),
+)
+BEGIN = "<!-- BEGIN settings reference: generated by `python -m genrec.config docs docs/CONFIG.md` -->"
+END = "<!-- END settings reference -->"
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    if f.metadata["required"]:
+        return "required"
+    value = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+    if isinstance(value, tuple):
+        value = list(value)
+    return f"`{json.dumps(value)}`"
+
+
+def _allowed_text(f: dataclasses.Field) -> str:
+    meta = f.metadata
+    if meta["model_name"]:
+        return "a name in `models`"
+    parts = []
+    if meta["choices"]:
+        parts.append(", ".join(f"`{c}`" for c in meta["choices"]))
+    if meta["keys"]:
+        parts.append("keys " + ", ".join(f"`{k}`" for k in meta["keys"]))
+    bounds = S.bounds_text(meta)
+    if bounds:
+        prefix = "values " if meta["keys"] else "a list of integers " if str(f.type).startswith("tuple") else ""
+        parts.append(prefix + bounds)
+    if str(f.type) == "str | list[str]":
+        parts.append("or a list of names")
+    return "; ".join(parts) or _TYPE_WORDS[str(f.type)]
+
+
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "text", "bool": "`true` or `false`"}
+
+
+def settings_reference() -> str:
+    """The Markdown key tables of every section: key, default, allowed values, meaning."""
+    out = [BEGIN]
+    for title, cls in DOC_SECTIONS:
+        out += ["", f"### `{title}`", "", "| key | default | allowed | meaning |", "|---|---|---|---|"]
+        own = cls.__annotations__  # the class's own keys first, then those it shares with others
+        for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
+            help_text = f.metadata["help"].replace("|", "\\|")
+            out.append(f"| `{f.name}` | {_default_text(f)} | {_allowed_text(f)} | {help_text} |")
+    out += ["", END]
+    return "\n".join(out)
+
+
+def write_reference(doc: str | Path) -> bool:
+    """Replace the generated block of ``doc`` with :func:`settings_reference`; return whether it changed.
+
+    Raises:
+        ValueError: ``doc`` has no generated block (its BEGIN and END markers).
+    """
+    path = Path(doc)
+    text = path.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(BEGIN.split(":")[0]) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{path} has no generated settings block ({BEGIN!r} ... {END!r})")
+    new = pattern.sub(lambda _: settings_reference(), text)
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m genrec.config``."""
+    p = argparse.ArgumentParser(description="config tools")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("docs", help="rewrite the generated key tables of a Markdown file").add_argument("file")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m genrec.config docs FILE`` rewrites FILE's generated key tables."""
+    args = parser().parse_args(argv)
+    if args.command == "docs":
+        write_reference(args.file)
+
+
+if __name__ == "__main__":
+    main()

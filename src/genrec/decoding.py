@@ -28,9 +28,11 @@ import torch
 from tqdm.auto import tqdm
 
 from genrec.prompts import sid_ids
-from genrec.sids import format_sid
+from genrec.settings import EvalSettings
+from genrec.sids.format import format_sid
 
 log = logging.getLogger(__name__)
+_EVAL = EvalSettings()  # the decoding options' defaults live there, once
 
 NEG_INF = float("-inf")
 STAY = -2  # the child of a finished SID shorter than the longest: keep the beam, add log-prob 0
@@ -460,7 +462,9 @@ def score_catalogue(
     return score[:, trie.item_node]
 
 
-def memory_per_user(model, prompt_len: int, trie: SIDTrie, mode: str, num_beams: int, chunk: int = 256) -> int:
+def memory_per_user(
+    model, prompt_len: int, trie: SIDTrie, mode: str, num_beams: int, chunk: int = _EVAL.exact_chunk
+) -> int:
     """Bytes one user's decoding holds at its peak: an estimate erring on the high side.
 
     Beam search keeps a KV cache of ``num_beams`` rows (twice, while a reorder copies it) and
@@ -521,12 +525,12 @@ def rank(
     trie: SIDTrie,
     pad_id: int,
     *,
-    mode: str = "beam",
-    num_beams: int = 20,
+    mode: str = _EVAL.mode,
+    num_beams: int = _EVAL.num_beams,
     top_k: int | None = None,
-    max_batch: int = 8,
-    memory_fraction: float = 0.5,
-    chunk: int = 256,
+    max_batch: int = _EVAL.batch_size,
+    memory_fraction: float = _EVAL.memory_fraction,
+    chunk: int = _EVAL.exact_chunk,
     progress: bool = True,
 ) -> Ranking:
     """Rank the index's SIDs for every prompt: the entry point of evaluation and recommend.
@@ -541,7 +545,8 @@ def rank(
         trie: the index's :class:`SIDTrie`.
         pad_id: padding id.
         mode: ``beam`` (constrained beam search, :func:`constrained_beam_search`) or ``exact``
-            (the whole catalogue scored, :func:`score_catalogue`).
+            (the whole catalogue scored, :func:`score_catalogue`). The defaults of this and the
+            other decoding options are :class:`~genrec.settings.EvalSettings`'.
         num_beams: beams of the search (beam mode).
         top_k: results per user (default ``num_beams``; beam mode allows at most ``num_beams``).
         max_batch: the most users per batch.
@@ -553,7 +558,7 @@ def rank(
         ValueError: unknown mode, or ``top_k`` > ``num_beams`` in beam mode.
         MemoryError: one user does not fit.
     """
-    from genrec.models import available_memory_bytes
+    from genrec.devices import available_memory_bytes
 
     if mode not in ("beam", "exact"):
         raise ValueError(f"unknown decoding mode {mode!r}: use beam or exact")

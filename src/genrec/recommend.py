@@ -17,6 +17,9 @@ from collections.abc import Sequence
 
 from genrec.decoding import SIDTrie, rank
 from genrec.prompts import prompt_ids
+from genrec.settings import EVAL_MODES, EvalSettings
+
+_EVAL = EvalSettings()
 
 
 def recommend(
@@ -25,8 +28,8 @@ def recommend(
     trie: SIDTrie,
     histories: Sequence[Sequence[int]],
     k: int = 10,
-    num_beams: int = 20,
-    mode: str = "beam",
+    num_beams: int = _EVAL.num_beams,
+    mode: str = _EVAL.mode,
 ) -> list[list[dict]]:
     """The top ``k`` next items for each history of item ids (oldest first).
 
@@ -65,20 +68,26 @@ def recommend(
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    from genrec.data.format import read_items
-    from genrec.models import load_checkpoint, pick_device
-    from genrec.sids import load_index
-
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m genrec.recommend``."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", help="an SFT or RL final_checkpoint/ directory")
     ap.add_argument("index", help="the cell's SID index.json")
     ap.add_argument("--history", type=int, nargs="+", required=True, help="item ids, oldest first")
     ap.add_argument("--items", help="item.json, to print titles")
     ap.add_argument("-k", type=int, default=10, help="recommendations (default 10)")
-    ap.add_argument("--num-beams", type=int, default=20)
-    ap.add_argument("--mode", choices=["beam", "exact"], default="beam")
-    args = ap.parse_args(argv)
+    ap.add_argument("--num-beams", type=int, default=_EVAL.num_beams)
+    ap.add_argument("--mode", choices=EVAL_MODES, default=_EVAL.mode)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from genrec.data.format import read_items
+    from genrec.devices import pick_device
+    from genrec.sids.format import load_index
+    from genrec.training.checkpoints import load_checkpoint
+
+    args = parser().parse_args(argv)
     model, tok = load_checkpoint(args.checkpoint)
     device = pick_device()
     model.to(device)

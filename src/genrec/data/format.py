@@ -11,6 +11,9 @@ A dataset directory holds:
 * ``item.json``: ``{"<item id>": {"title", "description", "brand", "categories"}}`` for ids
   ``0..N-1``.
 * ``info.txt``: one line per item, ``SID<TAB>title<TAB>item_id`` (SID empty until assigned).
+
+A prepared dataset (rule ``prepare_data``) also holds ``data_stats.json`` and ``source.index.json``
+(the source's own SIDs when it ships them, else ``{}``): :data:`DATASET_FILES`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,38 @@ COLUMNS = [
 ]
 SPLITS = ("train", "valid", "test")
 ITEM_FIELDS = ("title", "description", "brand", "categories")
+DATASET_FILES = {  # a prepared dataset's files: the prepare_data rule's output names -> file names
+    "train_csv": "train.csv",
+    "valid_csv": "valid.csv",
+    "test_csv": "test.csv",
+    "item_json": "item.json",
+    "info_txt": "info.txt",
+    "stats_json": "data_stats.json",
+    "source_index": "source.index.json",
+}
+
+
+def dataset_files(directory: str | os.PathLike[str]) -> dict[str, str]:
+    """The paths of a prepared dataset's files in ``directory``, by output name.
+
+    >>> dataset_files("d")["test_csv"]
+    'd/test.csv'
+    """
+    return {key: os.path.join(directory, name) for key, name in DATASET_FILES.items()}
+
+
+def dataset_dir(files: Mapping[str, str | os.PathLike[str]]) -> Path:
+    """The directory a prepared dataset's files share (MiniOneRec's format keeps them together).
+
+    Raises:
+        ValueError: ``files`` are not exactly :data:`DATASET_FILES`, with their names, in one directory.
+    """
+    paths = {key: Path(p) for key, p in files.items()}
+    parents = {p.parent for p in paths.values()}
+    names = {key: p.name for key, p in paths.items()}
+    if names != DATASET_FILES or len(parents) != 1:
+        raise ValueError(f"a prepared dataset is one directory holding {DATASET_FILES}; got {files}")
+    return parents.pop()
 
 
 @dataclass(frozen=True)

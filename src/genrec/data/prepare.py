@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import pandas as pd
 
-from genrec.data.format import write_dataset
+from genrec.data.format import dataset_dir, write_dataset
 from genrec.logs import log_settings
 from genrec.settings import AmazonSettings, DatasetSettings, ImportSettings, SyntheticSettings
 
 log = logging.getLogger(__name__)
 
 
-def prepare_data(settings: DatasetSettings, out_dir: str | os.PathLike[str]) -> None:
-    """Build the dataset named by ``settings.source`` and write it to ``out_dir`` atomically.
+def prepare_data(settings: DatasetSettings, **files: str) -> None:
+    """Build the dataset named by ``settings.source`` and write its directory atomically.
 
-    Writes ``train/valid/test.csv``, ``item.json``, ``info.txt`` and ``data_stats.json``; an
-    imported directory's own SIDs are kept in ``source.index.json``.
+    Args:
+        settings: the dataset entry.
+        files: the output paths, by the names of :data:`~genrec.data.format.DATASET_FILES` (the rule's
+            outputs): ``train/valid/test.csv``, ``item.json``, ``info.txt``, ``data_stats.json`` and
+            ``source.index.json`` (an imported directory's own SIDs, ``{}`` when it has none), all in
+            one directory.
     """
+    out_dir = dataset_dir(files)
     log_settings(log, "prepare_data", settings)
-    extra: dict[str, object] = {}
+    extra: dict[str, object] = {"source.index.json": {}}
     if isinstance(settings, SyntheticSettings):
         from genrec.data.synthetic import prepare_synthetic
 

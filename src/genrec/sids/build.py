@@ -23,15 +23,17 @@ import logging
 import math
 import os
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 from sklearn.cluster import KMeans
 
 from genrec.data.format import SPLITS, Sample, read_items, read_split, samples_to_frame, write_dataset
-from genrec.io import atomic_path, write_json
+from genrec.io import read_json, write_json
 from genrec.logs import log_settings
+from genrec.report.plots import plot_code_usage
 from genrec.settings import SIDSettings
-from genrec.sids import check_index, codes_to_index, load_index, sid_strings, token_code
+from genrec.sids.format import check_index, codes_to_index, load_index, sid_strings, token_code
 
 log = logging.getLogger(__name__)
 
@@ -305,44 +307,6 @@ def sid_stats(
     }
 
 
-def plot_code_usage(codes: np.ndarray, path: str | os.PathLike[str], curves: list[dict] | None = None) -> None:
-    """A PNG of items per code at every level (and the RQ-VAE training curves when given)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    levels = codes.shape[1]
-    cols = levels + (2 if curves else 0)
-    fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3), squeeze=False)
-    for lv in range(levels):
-        counts = np.sort(np.bincount(codes[:, lv]))[::-1]
-        axes[0, lv].bar(np.arange(len(counts)), counts, width=1.0)
-        axes[0, lv].set(title=f"level {chr(97 + lv)}: items per code", xlabel="code (sorted)", ylabel="items")
-    if curves:
-        ep = [c["epoch"] for c in curves]
-        ax = axes[0, levels]
-        for key in ("loss", "recon", "quant"):
-            ax.plot(ep, [c[key] for c in curves], label=key)
-        ax.set(title="RQ-VAE losses", xlabel="epoch", yscale="log")
-        ax.legend()
-        axes[0, levels + 1].plot(ep, [c["collision_rate"] for c in curves])
-        axes[0, levels + 1].set(title="collision rate", xlabel="epoch")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)
-
-
-def rqvae_layers(d_in: int) -> tuple[int, ...]:
-    """Default RQ-VAE encoder sizes: MiniOneRec's for LLM-sized inputs, a smaller stack otherwise.
-
-    >>> rqvae_layers(2560), rqvae_layers(384)
-    ((2048, 1024, 512, 256, 128, 64), (512, 256, 128))
-    """
-    return (2048, 1024, 512, 256, 128, 64) if d_in >= 2048 else (512, 256, 128)
-
-
 def quantize(x: np.ndarray, s: SIDSettings) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], float, list[dict]]:
     """Codes of the embeddings by the configured method.
 
@@ -360,24 +324,11 @@ def quantize(x: np.ndarray, s: SIDSettings) -> tuple[np.ndarray, np.ndarray, lis
     if s.method == "rqvae":
         import torch
 
-        from genrec.rqvae import RQVAEConfig, train_rqvae
+        from genrec.sids.rqvae import RQVAEConfig, train_rqvae
 
-        cfg = RQVAEConfig(
-            d_in=x.shape[1],
-            layers=tuple(s.layers) or rqvae_layers(x.shape[1]),
-            e_dim=s.e_dim,
-            levels=s.levels,
-            codebook_size=s.codebook_size,
-            beta=s.beta,
-            lr=s.learning_rate,
-            epochs=s.epochs,
-            batch_size=s.batch_size,
-            kmeans_iters=s.kmeans_iters,
-            dead_code_every=s.dead_code_every,
-            seed=s.seed,
-        )
+        cfg = RQVAEConfig.from_settings(s, d_in=x.shape[1])
         xt = torch.as_tensor(x, dtype=torch.float32)
-        from genrec.models import pick_device
+        from genrec.devices import pick_device
 
         model, curves = train_rqvae(x.astype(np.float32), cfg, device=pick_device())  # CUDA when available
         with torch.no_grad():
@@ -391,33 +342,43 @@ def quantize(x: np.ndarray, s: SIDSettings) -> tuple[np.ndarray, np.ndarray, lis
 def build_sids(
     settings: SIDSettings,
     emb_npy: str | os.PathLike[str],
-    data_dir: str | os.PathLike[str],
+    item_json: str | os.PathLike[str],
+    splits: Mapping[str, str | os.PathLike[str]],
     index_json: str | os.PathLike[str],
     stats_json: str | os.PathLike[str],
     dataset_dir: str | os.PathLike[str],
     plot_png: str | os.PathLike[str] | None = None,
+    source_index: str | os.PathLike[str] | None = None,
 ) -> None:
     """Build the SID index of a dataset and write it with its quality report and a MiniOneRec-format copy.
 
     Args:
         settings: method settings.
         emb_npy: item embeddings, one row per item id.
-        data_dir: the prepared dataset (``item.json``, the split CSVs, maybe ``source.index.json``).
+        item_json: the catalogue.
+        splits: the ``train``, ``valid`` and ``test`` CSVs, copied with these SIDs into ``dataset_dir``.
         index_json: output ``{dataset}.index.json``.
         stats_json: output ``sid_stats.json``.
         dataset_dir: output directory with the splits and ``info.txt`` carrying these SIDs.
         plot_png: output code-usage (and RQ-VAE training) plot.
+        source_index: method ``import``: the index to import (``settings.path``, or the dataset's own
+            ``source.index.json``; see :func:`genrec.config.sid_source`).
 
     Raises:
         ValueError, FileNotFoundError: bad embeddings, too small codebooks, a missing imported index.
     """
     log_settings(log, "build_sids", settings)
-    items = read_items(os.path.join(data_dir, "item.json"))
+    items = read_items(item_json)
     x = load_embeddings(emb_npy, len(items))
     curves: list[dict] = []
     if settings.method == "import":
-        path = settings.path or os.path.join(data_dir, "source.index.json")
-        codes = index_to_codes(load_index(path, n_items=len(items), allow_collisions=True))
+        if not source_index:
+            raise ValueError("sid method import needs source_index, the index.json to import")
+        if read_json(source_index, "SID index") == {}:
+            raise ValueError(
+                f"{source_index}: this dataset ships no SIDs of its own; give the sid method a 'path' to an index.json"
+            )
+        codes = index_to_codes(load_index(source_index, n_items=len(items), allow_collisions=True))
         unique, extra = add_dedup_level(codes)
         moved, err = int((unique.shape[1] > codes.shape[1]) and (unique[:, -1] > 0).sum()), None
     else:
@@ -444,12 +405,12 @@ def build_sids(
         moved,
     )
     sids = sid_strings(index)
-    splits = {}
+    frames = {}
     for name in SPLITS:
-        df = read_split(os.path.join(data_dir, f"{name}.csv"), n_items=len(items))
+        df = read_split(splits[name], n_items=len(items))
         samples = [Sample(u, tuple(h), t) for u, h, t in zip(df["user_id"], df["history"], df["item_id"])]
-        splits[name] = samples_to_frame(samples, items, sids)
-    write_dataset(dataset_dir, items, splits, sids)
+        frames[name] = samples_to_frame(samples, items, sids)
+    write_dataset(dataset_dir, items, frames, sids)
     if plot_png is not None:
         plot_code_usage(unique, plot_png, curves)
     write_json(stats_json, {"settings": settings.to_dict(), **stats})

@@ -91,7 +91,7 @@ def collaborative(group: Group, ctx: RewardContext) -> list[float]:
     Raises:
         ValueError: no scorer in the context.
     """
-    from genrec.seqrec import encode_histories
+    from genrec.baselines.seqrec import encode_histories
 
     if ctx.scorer is None:
         raise ValueError("the collaborative reward needs a trained scorer (baselines: sasrec) in the reward context")

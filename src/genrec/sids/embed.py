@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 
 from genrec.data.amazon import clean_text
 from genrec.data.format import read_items
+from genrec.devices import pick_device
 from genrec.io import atomic_path, write_json
 from genrec.logs import log_settings
-from genrec.models import pick_device, resolve_model
+from genrec.models import resolve_model
 from genrec.settings import EmbedSettings
 
 log = logging.getLogger(__name__)

@@ -20,28 +20,59 @@ from sklearn.cluster import KMeans
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from genrec.settings import SIDSettings
+
 log = logging.getLogger(__name__)
+
+
+_SID = SIDSettings()  # the rqvae method's defaults live there, once
+
+
+def rqvae_layers(d_in: int) -> tuple[int, ...]:
+    """Default encoder sizes: MiniOneRec's for LLM-sized inputs (its 2560-d Qwen embeddings), a smaller stack otherwise.
+
+    >>> rqvae_layers(2560), rqvae_layers(384)
+    ((2048, 1024, 512, 256, 128, 64), (512, 256, 128))
+    """
+    return (2048, 1024, 512, 256, 128, 64) if d_in >= 2048 else (512, 256, 128)
 
 
 @dataclass(frozen=True)
 class RQVAEConfig:
+    """The model and its training; :meth:`from_settings` builds it from a ``sid_methods`` entry."""
+
     d_in: int
-    # Encoder hidden sizes. MiniOneRec's shape for 2560-d inputs is (2048, 1024, 512, 256, 128, 64);
-    # a smaller default suits 384-d sentence embeddings.
-    layers: tuple[int, ...] = (512, 256, 128)
-    e_dim: int = 32  # latent (and code) dimension
-    levels: int = 3
-    codebook_size: int = 256
-    beta: float = 0.25  # commitment weight
+    layers: tuple[int, ...] = _SID.layers  # encoder hidden sizes; () = rqvae_layers(d_in)
+    e_dim: int = _SID.e_dim  # latent (and code) dimension
+    levels: int = _SID.levels
+    codebook_size: int = _SID.codebook_size
+    beta: float = _SID.beta  # commitment weight
     quant_weight: float = 1.0
-    lr: float = 1e-3
+    lr: float = _SID.learning_rate
     weight_decay: float = 0.0
-    epochs: int = 300
-    batch_size: int = 1024
+    epochs: int = _SID.epochs
+    batch_size: int = _SID.batch_size
     kmeans_init: bool = True
-    kmeans_iters: int = 50
-    dead_code_every: int = 20  # epochs between dead-code restarts; 0 = off
-    seed: int = 0
+    kmeans_iters: int = _SID.kmeans_iters
+    dead_code_every: int = _SID.dead_code_every  # epochs between dead-code restarts; 0 = off
+    seed: int = _SID.seed
+
+    @classmethod
+    def from_settings(cls, s: SIDSettings, d_in: int) -> RQVAEConfig:
+        return cls(
+            d_in=d_in,
+            layers=tuple(s.layers),
+            e_dim=s.e_dim,
+            levels=s.levels,
+            codebook_size=s.codebook_size,
+            beta=s.beta,
+            lr=s.learning_rate,
+            epochs=s.epochs,
+            batch_size=s.batch_size,
+            kmeans_iters=s.kmeans_iters,
+            dead_code_every=s.dead_code_every,
+            seed=s.seed,
+        )
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -60,7 +91,7 @@ class RQVAE(nn.Module):
     def __init__(self, cfg: RQVAEConfig):
         super().__init__()
         self.cfg = cfg
-        sizes = [cfg.d_in, *cfg.layers, cfg.e_dim]
+        sizes = [cfg.d_in, *(cfg.layers or rqvae_layers(cfg.d_in)), cfg.e_dim]
         self.encoder = _mlp(sizes)
         self.decoder = _mlp(sizes[::-1])
         self.books = nn.ModuleList(nn.Embedding(cfg.codebook_size, cfg.e_dim) for _ in range(cfg.levels))

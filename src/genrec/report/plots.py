@@ -1,14 +1,19 @@
-"""The experiment's figures, drawn from ``summary.csv`` and ``comparisons.csv`` (PNG, written atomically).
+"""Every figure of the pipeline (PNG, written atomically): the experiment's and each stage's own.
 
-Each function draws one figure for the whole matrix; :func:`plot_all` writes them all to a folder.
-A figure whose comparison the matrix does not contain (no RL cell, a single SID method) says so on
-the canvas instead of being left out, so that the report always has the same set of figures.
+The experiment's figures are drawn from ``summary.csv`` and ``comparisons.csv``; :func:`plot_all`
+writes them all (rule ``plots``). A figure whose comparison the matrix does not contain (no RL
+cell, a single SID method) says so on the canvas instead of being left out, so that the report
+always has the same set of figures. The stages draw theirs with :func:`plot_loss` (SFT),
+:func:`plot_rl_log` (GRPO) and :func:`plot_code_usage` (SIDs).
 """
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from genrec.io import atomic_path
@@ -33,10 +38,11 @@ def row_label(row: pd.Series) -> str:
     return f"{row['encoder']}-{row['sid']}-{row['sft']}-{row['rl']}"
 
 
-def _save(fig, path: str) -> None:
+def _save(fig, path: str | os.PathLike[str], dpi: int = 100) -> None:
+    """Lay out, write atomically as PNG, and close."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=dpi)
     _plt().close(fig)
 
 
@@ -46,8 +52,6 @@ def _note(ax, text: str) -> None:
 
 
 def _errorbars(ax, rows: pd.DataFrame, metric: str, offset: float, width: float, label: str) -> None:
-    import numpy as np
-
     x = np.arange(len(rows)) + offset
     low = (rows[metric] - rows[f"{metric}_ci_low"]).fillna(0).clip(lower=0)  # float noise can make it -1e-16
     high = (rows[f"{metric}_ci_high"] - rows[metric]).fillna(0).clip(lower=0)
@@ -167,15 +171,92 @@ def plot_data_scale(summary: pd.DataFrame, path: str) -> None:
     _save(fig, path)
 
 
-def plot_all(summary_csv: str, comparisons_csv: str, out_dir: str) -> list[str]:
-    """Write every figure of :data:`FIGURES` into ``out_dir`` and return their paths."""
+def plot_all(summary_csv: str, comparisons_csv: str, paths: Mapping[str, str]) -> list[str]:
+    """Write every figure of :data:`FIGURES` to its path in ``paths`` (figure name -> PNG) and return the paths.
+
+    Raises:
+        ValueError: ``paths`` does not name exactly the figures of :data:`FIGURES`.
+    """
+    if sorted(paths) != sorted(FIGURES):
+        raise ValueError(f"plot_all draws {list(FIGURES)}; got paths for {sorted(paths)}")
     summary = pd.read_csv(summary_csv, keep_default_na=True)
     comparisons = pd.read_csv(comparisons_csv)
-    os.makedirs(out_dir, exist_ok=True)
-    paths = {name: os.path.join(out_dir, f"{name}.png") for name in FIGURES}
     plot_methods(summary, paths["methods"])
     plot_sft_vs_rl(comparisons, paths["sft_vs_rl"])
     plot_metric_vs_k(summary, paths["metric_vs_k"])
     plot_sid_methods(summary, paths["sid_methods"])
     plot_data_scale(summary, paths["data_scale"])
-    return list(paths.values())
+    return [paths[name] for name in FIGURES]
+
+
+# ----------------------------------------------------------------------------- stage figures
+def plot_loss(train_curve: list[dict], eval_curve: list[dict], path: str) -> None:
+    """Training and validation loss against the optimizer step, as a PNG (written atomically)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train_curve:
+        ax.plot([p["step"] for p in train_curve], [p["loss"] for p in train_curve], label="train (response tokens)")
+    if eval_curve:
+        ax.plot([p["step"] for p in eval_curve], [p["loss"] for p in eval_curve], "o-", label="validation (next_sid)")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy")
+    ax.set_title(os.path.basename(os.path.dirname(os.path.abspath(path))) or "SFT loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    _save(fig, path)
+
+
+def _series(steps: list[dict], key: str) -> list[float]:
+    return [math.nan if s.get(key) is None else s[key] for s in steps]
+
+
+def plot_rl_log(steps: list[dict], kinds: Sequence[str], path: str) -> None:
+    """Rewards per kind, KL, learning rate and time per step, as a PNG (written atomically)."""
+    plt = _plt()
+    x = [s["step"] for s in steps]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6))
+    ax = axes[0][0]
+    for kind in kinds:
+        ax.plot(x, _series(steps, f"reward_{kind}_mean"), ".-", label=kind)
+    ax.plot(x, _series(steps, "reward_mean"), "k.--", label="weighted total")
+    ax.set_title("reward (mean over rollouts)")
+    ax.legend(fontsize=8)
+    ax = axes[0][1]
+    ax.plot(x, _series(steps, "kl"), label="KL to SFT")
+    ax.plot(x, _series(steps, "clip_ratio"), label="clip ratio")
+    ax.set_title("KL and clip ratio")
+    ax.legend(fontsize=8)
+    ax = axes[1][0]
+    ax.plot(x, _series(steps, "learning_rate"))
+    ax.set_title("learning rate")
+    ax = axes[1][1]
+    ax.plot(x, _series(steps, "rollout_s"), label="rollout (decoding)")
+    ax.plot(x, _series(steps, "update_s"), label="update (scoring, loss, step)")
+    ax.set_title("seconds per step")
+    ax.legend(fontsize=8)
+    for a in axes.flat:
+        a.set_xlabel("optimizer step")
+        a.grid(alpha=0.3)
+    _save(fig, path)
+
+
+def plot_code_usage(codes: np.ndarray, path: str | os.PathLike[str], curves: list[dict] | None = None) -> None:
+    """A PNG of items per code at every level (and the RQ-VAE training curves when given)."""
+    plt = _plt()
+    levels = codes.shape[1]
+    cols = levels + (2 if curves else 0)
+    fig, axes = plt.subplots(1, cols, figsize=(3.2 * cols, 3), squeeze=False)
+    for lv in range(levels):
+        counts = np.sort(np.bincount(codes[:, lv]))[::-1]
+        axes[0, lv].bar(np.arange(len(counts)), counts, width=1.0)
+        axes[0, lv].set(title=f"level {chr(97 + lv)}: items per code", xlabel="code (sorted)", ylabel="items")
+    if curves:
+        ep = [c["epoch"] for c in curves]
+        ax = axes[0, levels]
+        for key in ("loss", "recon", "quant"):
+            ax.plot(ep, [c[key] for c in curves], label=key)
+        ax.set(title="RQ-VAE losses", xlabel="epoch", yscale="log")
+        ax.legend()
+        axes[0, levels + 1].plot(ep, [c["collision_rate"] for c in curves])
+        axes[0, levels + 1].set(title="collision rate", xlabel="epoch")
+    _save(fig, path, dpi=80)

@@ -11,7 +11,7 @@ head, one block, dropout 0.3, history 10, lr 1e-3, L2 1e-5.
 * SASRec (Kang & McAuley, 2018): learned positions, pre-norm causal self-attention blocks.
 * GRU4Rec (Hidasi et al., 2016): a GRU over the item embeddings, its last state scores items.
 
-Test rows are ranked by the same code and metrics (:func:`genrec.evaluate.write_results`) as the
+Test rows are ranked by the same code and metrics (:func:`genrec.results.write_item_rankings`) as the
 LLM cells; the trained model is saved (``scorer/``) for use as a collaborative reward.
 """
 
@@ -33,11 +33,10 @@ from genrec.data.format import read_items, read_split
 from genrec.io import atomic_path, read_json, write_json
 from genrec.logs import log_settings
 from genrec.metrics import per_row
-from genrec.settings import SeqRecSettings
+from genrec.results import write_item_rankings
+from genrec.settings import SEQREC_KINDS, SeqRecSettings
 
 log = logging.getLogger(__name__)
-
-KINDS = ("sasrec", "gru4rec")
 
 
 class SASRec(nn.Module):
@@ -95,8 +94,8 @@ def build_model(kind: str, n_items: int, settings: SeqRecSettings) -> nn.Module:
     Raises:
         ValueError: unknown kind.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown sequential recommender {kind!r}: use one of {KINDS}")
+    if kind not in SEQREC_KINDS:
+        raise ValueError(f"unknown sequential recommender {kind!r}: use one of {SEQREC_KINDS}")
     cls = SASRec if kind == "sasrec" else GRU4Rec
     model = cls(
         n_items,
@@ -214,7 +213,10 @@ def load_scorer(path: str | os.PathLike[str]) -> nn.Module:
 def run_baseline(
     kind: str,
     settings: SeqRecSettings,
-    data_dir: str,
+    train_csv: str,
+    valid_csv: str,
+    test_csv: str,
+    item_json: str,
     results_json: str,
     metrics_json: str,
     scorer_dir: str,
@@ -225,14 +227,11 @@ def run_baseline(
     Returns:
         The test metrics (with training figures under ``train``).
     """
-    from genrec.baselines import write_item_rankings
-
     log_settings(log, kind, settings)
     if threads:
         torch.set_num_threads(threads)
-    items = read_items(os.path.join(data_dir, "item.json"))
-    n = len(items)
-    splits = {s: read_split(os.path.join(data_dir, f"{s}.csv"), n_items=n) for s in ("train", "valid", "test")}
+    n = len(read_items(item_json))
+    splits = {s: read_split(p, n_items=n) for s, p in (("train", train_csv), ("valid", valid_csv), ("test", test_csv))}
     model, train_log = train(kind, settings, splits["train"], splits["valid"], n)
     test = splits["test"]
     hist = encode_histories(test["history"], n, settings.max_len)

@@ -1,0 +1,4 @@
+"""Non-LLM baselines: rules ``baseline_popularity`` (:mod:`.popularity`) and ``baseline_seqrec`` (:mod:`.seqrec`).
+
+They write the same result files as the LLM cells through :mod:`genrec.results`.
+"""
