@@ -13,6 +13,8 @@ rule rl_none:
         rl=rl_variants_of("none"),
     conda:
         "../envs/genrec.yaml"
+    resources:
+        gpu=0,  # writes policy.json only
     params:
         settings=settings_of("rl_variants", "rl"),
     script:
@@ -37,7 +39,7 @@ rule rl_grpo:
     wildcard_constraints:
         rl=rl_variants_of("grpo"),
     conda:
-        "../envs/genrec.yaml"
+        "../envs/train.yaml"
     threads: 2
     resources:
         gpu=1,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from tiny import random_index, sid_model
+from tiny import random_index, sid_model, two_cpu_processes
 
 from genrec.config import ConfigError, validate_config
 from genrec.data.format import Sample, read_split, samples_to_frame
@@ -255,3 +255,35 @@ def test_rl_config_errors_are_named(entry, message):
     config["baselines"].pop("gru4rec", None)
     with pytest.raises(ConfigError, match=message):
         validate_config(config)
+
+
+@pytest.mark.slow
+def test_two_process_grpo_under_accelerate(toy, tmp_path):
+    """GRPO's multi-GPU path on CPU: accelerate starts two gloo DDP workers; only rank 0 writes outputs."""
+    import subprocess
+
+    from genrec.training.launch import cli_args, launch_command
+
+    root, ckpt, _ = toy
+    out = tmp_path / "rl"
+    s = RLSettings(method="grpo", group_size=4, prompts_per_step=2, beta=0.04, learning_rate=1e-3, warmup_ratio=0.0)
+    args = cli_args(
+        s,
+        sft_checkpoint=str(ckpt),
+        policy_json=str(out / "policy.json"),
+        train_csv=str(root / "train.csv"),
+        sid_index=str(root / "index.json"),
+        out_dir=str(out / "final_checkpoint"),
+        threads=1,
+    )
+    cmd = launch_command("genrec.rl.run", 2, args, accelerate_config=two_cpu_processes(tmp_path / "cpu2.yaml"),
+                         deepspeed_config=None)  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    log = json.loads((out / "rl_log.json").read_text())
+    assert log["optimizer_steps"] == 4  # 16 rows / (2 prompts per step x 2 processes)
+    policy = json.loads((out / "policy.json").read_text())
+    before, _ = load_checkpoint(ckpt)
+    after, _ = load_checkpoint(policy["checkpoint"])
+    assert not torch.equal(before.get_input_embeddings().weight, after.get_input_embeddings().weight)
+    assert not (out / ".rl_work").exists() and not (out / ".rl_reference").exists()

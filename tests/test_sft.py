@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from tiny import dataset_inputs, make_tiny_model_dir, train_sft
+from tiny import dataset_inputs, make_tiny_model_dir, train_sft, two_cpu_processes
 
 from genrec.settings import SFTSettings
 from genrec.sft import run_sft, task_samples
@@ -288,13 +288,7 @@ def test_two_process_data_parallel_run_under_accelerate(tmp_path, tiny_model_dir
     """
     import subprocess
 
-    cfg = tmp_path / "cpu2.yaml"
-    cfg.write_text(
-        # accelerate's torchrun launcher (its MULTI_CPU type needs MPI); the Trainer then runs DDP over gloo
-        "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_machines: 1\nmachine_rank: 0\n"
-        "num_processes: 2\nuse_cpu: false\nmixed_precision: 'no'\nmain_process_ip: 127.0.0.1\n"
-        "main_process_port: 29533\nrdzv_backend: static\nsame_network: true\n"
-    )
+    cfg = two_cpu_processes(tmp_path / "cpu2.yaml")
     s = SFTSettings(model={"path": str(tiny_model_dir)}, mode="lora", epochs=1, batch_size=8, max_train_samples=64)
     args = _cli_args(s, tmp_path, synthetic_data_dir, sid_index, threads="1")
     cmd = launch_command("genrec.sft", 2, args, accelerate_config=cfg, deepspeed_config=None)

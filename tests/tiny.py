@@ -96,3 +96,23 @@ def dataset_inputs(data_dir: str | os.PathLike[str]) -> dict:
     d = Path(data_dir)
     splits = {s: d / f"{s}.csv" for s in ("train", "valid", "test")}
     return {"item_json": d / "item.json", "splits": splits, "source_index": d / "source.index.json"}
+
+
+def two_cpu_processes(path: str | os.PathLike[str]) -> Path:
+    """An accelerate config that starts two CPU processes: the multi-GPU launch path without GPUs.
+
+    It uses accelerate's torchrun launcher (its MULTI_CPU type needs MPI); the trainers then run DDP
+    over gloo. DeepSpeed itself needs GPUs, so the launch command is given ``deepspeed_config=None``.
+    """
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    p = Path(path)
+    p.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_machines: 1\nmachine_rank: 0\n"
+        "num_processes: 2\nuse_cpu: false\nmixed_precision: 'no'\nmain_process_ip: 127.0.0.1\n"
+        f"main_process_port: {port}\nrdzv_backend: static\nsame_network: true\n"
+    )
+    return p

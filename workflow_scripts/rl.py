@@ -1,10 +1,13 @@
 from genrec.logs import log_to_file
 from genrec.rl.run import run_rl
 from genrec.settings import RLSettings
+from genrec.training.launch import run_stage
 
 log_to_file(snakemake.log[0])
-run_rl(
+run_stage(
+    run_rl,
     RLSettings.from_json(snakemake.params.settings),
+    gpus=snakemake.resources.gpu,
     sft_checkpoint=snakemake.input.checkpoint,
     policy_json=snakemake.output.policy,
     train_csv=snakemake.input.get("train"),

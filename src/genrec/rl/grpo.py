@@ -225,7 +225,14 @@ def train_grpo(
         records.append({"prompt": text, "target": int(target), "history": [int(i) for i in history]})
     log.info("%d training prompts (%d distinct), groups of %d", len(records), len(prompt_of), settings.group_size)
 
-    reference = _reference_path(model, sft_checkpoint, settings, out_dir)
+    from accelerate import PartialState
+
+    main = PartialState()  # one process, or this rank of a multi-GPU job (genrec.training.launch)
+    work = Path(out_dir).resolve().parent / ".rl_work"
+    with main.main_process_first():  # the main process clears and writes the shared folders, then the rest read
+        reference = _reference_path(model, sft_checkpoint, settings, out_dir, write=main.is_main_process)
+        if main.is_main_process:
+            shutil.rmtree(work, ignore_errors=True)
     if settings.mode == "full":
         model.requires_grad_(True)  # a merged adapter checkpoint loads with its weights frozen
     else:
@@ -234,8 +241,6 @@ def train_grpo(
         model = get_peft_model(model, lora_config(settings, lora_target_names(model, settings.target_modules)))
     model.train()
     gpu = device.type == "cuda"
-    work = Path(out_dir).resolve().parent / ".rl_work"
-    shutil.rmtree(work, ignore_errors=True)
     g = settings.group_size
     world = int(os.environ.get("WORLD_SIZE", 1))
     total_steps = math.ceil(
@@ -290,23 +295,24 @@ def train_grpo(
     trainer.train()
     train_time = time.perf_counter() - start
     peak = peak_memory_gb()
-    policy = trainer.model
-    if hasattr(policy, "merge_and_unload"):
-        policy = policy.merge_and_unload()
-    policy.config._name_or_path = os.path.abspath(out_dir)
-    save_checkpoint(
-        policy,
-        tokenizer,
-        out_dir,
-        {
-            "stage": "rl",
-            "method": "grpo",
-            "settings": settings.to_dict(),
-            "started_from": os.path.abspath(sft_checkpoint),
-        },
-    )
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.rmtree(Path(out_dir).resolve().parent / ".rl_reference", ignore_errors=True)
+    if main.is_main_process:
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(policy, "merge_and_unload"):
+            policy = policy.merge_and_unload()
+        policy.config._name_or_path = os.path.abspath(out_dir)
+        save_checkpoint(
+            policy,
+            tokenizer,
+            out_dir,
+            {
+                "stage": "rl",
+                "method": "grpo",
+                "settings": settings.to_dict(),
+                "started_from": os.path.abspath(sft_checkpoint),
+            },
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(Path(out_dir).resolve().parent / ".rl_reference", ignore_errors=True)
     steps = step_log(
         trainer.state.log_history, timer.steps, settings.reward_kinds, settings.prompts_per_step * settings.grad_accum
     )
@@ -338,7 +344,7 @@ def train_grpo(
     return train_time, peak, steps, extra
 
 
-def _reference_path(model, sft_checkpoint: str, settings: RLSettings, out_dir: str) -> str | None:
+def _reference_path(model, sft_checkpoint: str, settings: RLSettings, out_dir: str, write: bool = True) -> str | None:
     """A plain model directory holding the SFT policy, for TRL to load the frozen reference from.
 
     A full or frozen-mode SFT checkpoint is one already. A LoRA/QLoRA checkpoint is adapters; its
@@ -351,6 +357,7 @@ def _reference_path(model, sft_checkpoint: str, settings: RLSettings, out_dir: s
     if (Path(sft_checkpoint) / "config.json").is_file():
         return os.path.abspath(sft_checkpoint)
     where = Path(out_dir).resolve().parent / ".rl_reference"
-    shutil.rmtree(where, ignore_errors=True)
-    model.save_pretrained(where)
+    if write:  # the main process of a multi-GPU job; the others read what it wrote
+        shutil.rmtree(where, ignore_errors=True)
+        model.save_pretrained(where)
     return str(where)

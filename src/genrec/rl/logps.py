@@ -82,7 +82,7 @@ def shared_prompt_logps(
     Returns:
         ``logps`` ``(B, K)`` and ``entropies`` ``(B, K)`` or ``None``.
     """
-    attn = custom_mask_attention(model, "shared-prompt scoring")
+    attn = custom_mask_attention(getattr(model, "module", model), "shared-prompt scoring")  # DDP wraps the model
     device = input_ids.device
     k = logits_to_keep
     p = input_ids.shape[1] - k

@@ -17,6 +17,7 @@ from genrec.logs import log_settings
 from genrec.report.plots import plot_rl_log
 from genrec.settings import RLSettings
 from genrec.training.checkpoints import is_checkpoint
+from genrec.training.launch import is_main_process, stage_main
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,14 @@ def run_rl(
     from genrec.rl.grpo import train_grpo  # TRL, PEFT: only when GRPO runs
 
     train_time, peak, steps, extra = train_grpo(settings, sft_checkpoint, train_csv, sid_index, out_dir, scorer_dir)
+    if not is_main_process():
+        return  # the main process of a multi-GPU job writes the outputs
     write_json(log_json, {**extra, "train_time_s": train_time, "peak_memory_gb": peak, "steps": steps})
     plot_rl_log(steps, settings.reward_kinds, plot_png)
     write_json(
         policy_json, _policy_record(settings, out_dir, train_time, peak, started_from=os.path.abspath(sft_checkpoint))
     )
+
+
+if __name__ == "__main__":
+    stage_main(run_rl, RLSettings)

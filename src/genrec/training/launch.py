@@ -1,9 +1,9 @@
 """Running a training stage on one device in this process, or on several GPUs under ``accelerate launch``.
 
-A stage function (``genrec.sft.run_sft``) takes its settings and keyword paths. :func:`run_stage`
-calls it directly when the rule has at most one GPU; with more it starts ``accelerate launch``
-with DeepSpeed ZeRO-2 (the ``zero2_*`` files shipped beside this module, found wherever the
-package is installed) on ``python -m <the stage's module>``, whose ``__main__`` block is
+A stage function (``genrec.sft.run_sft``, ``genrec.rl.run.run_rl``) takes its settings and keyword
+paths. :func:`run_stage` calls it directly when the rule has at most one GPU; with more it starts
+``accelerate launch`` with DeepSpeed ZeRO-2 (the ``zero2_*`` files shipped beside this module, found
+wherever the package is installed) on ``python -m <the stage's module>``, whose ``__main__`` block is
 :func:`stage_main`: the same function, its arguments rebuilt from the command line.
 """
 
@@ -87,6 +87,11 @@ def run_stage(run: Callable[..., None], settings, gpus: int = 1, **kwargs) -> No
         raise RuntimeError(f"multi-GPU {stage} failed with exit code {done.returncode}; see the log above")
 
 
+def is_main_process() -> bool:
+    """Whether this is the only process, or rank 0 of the ones ``accelerate launch`` started."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
 def stage_main(run: Callable[..., None], settings_cls: type, argv: Sequence[str] | None = None) -> None:
     """Command line of a stage function: ``--settings JSON`` and one ``--name`` per keyword argument of ``run``.
 
@@ -103,5 +108,5 @@ def stage_main(run: Callable[..., None], settings_cls: type, argv: Sequence[str]
         p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, required=required)
     args = vars(p.parse_args(argv))
     log_file = args.pop("log")
-    log_to_file(log_file if int(os.environ.get("RANK", 0)) == 0 else None)
+    log_to_file(log_file if is_main_process() else None)
     run(settings_cls.from_json(args.pop("settings")), **args)
