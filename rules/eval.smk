@@ -11,7 +11,7 @@ rule evaluate:
     benchmark:
         "results/benchmarks/evaluate/{dataset}/{encoder}-{sid}-{sft}-{rl}.tsv"
     conda:
-        "../envs/genrec.yaml"
+        "../envs/train.yaml"
     threads: 2
     resources:
         gpu=1,

@@ -13,7 +13,7 @@ rule sft:
     benchmark:
         "results/benchmarks/sft/{dataset}/{encoder}-{sid}-{sft}.tsv"
     conda:
-        "../envs/genrec.yaml"
+        "../envs/train.yaml"
     threads: 2
     resources:
         # above 1 (e.g. --set-resources sft:gpu=4 in a profile), training runs under
