@@ -24,6 +24,14 @@ include: "rules/baselines.smk"
 include: "rules/summary.smk"
 
 
+# jobs that only write a small file run on the submitting host under a cluster executor
+localrules:
+    all,
+    rl_none,
+    summary,
+    plots,
+
+
 rule all:
     input:
         "results/summary.csv",

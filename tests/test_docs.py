@@ -23,7 +23,7 @@ from genrec.config import BEGIN, DOC_SECTIONS, END, settings_reference
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 CONFIGS = [REPO / "config.yaml", *sorted((REPO / "config").glob("*.yaml"))]
-STARTS = ("snakemake", ".venv/bin/snakemake", "python -m", ".venv/bin/python", "pytest", "bash scripts/")
+STARTS = ("snakemake ", ".venv/bin/snakemake ", "python -m ", ".venv/bin/python ", "pytest ", "bash scripts/")
 WORKFLOW = ("Snakefile", "rules", "workflow_scripts", "config.yaml", "config", "envs", "report", "slurm")
 
 

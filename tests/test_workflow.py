@@ -10,17 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def snakemake(workdir: Path, *args: str) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--cores", "2", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        logs = "".join(f"\n--- {p}\n{p.read_text()[-3000:]}" for p in (workdir / "results" / "logs").rglob("*.log"))
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}{logs}")
-    return proc.stdout + proc.stderr
+from conftest import REPO, snakemake, write_config
 
 
 def planned_jobs(workdir: Path) -> set[str]:
@@ -29,20 +19,6 @@ def planned_jobs(workdir: Path) -> set[str]:
         return set()
     table = out.split("Job stats:")[1]
     return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+$", table, re.M)} - {"total"}
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_model_dir):
-    workdir = tmp_path_factory.mktemp("wf")
-    config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
-    config["models"]["tiny"]["path"] = str(tiny_model_dir)
-    write_config(workdir, config)
-    snakemake(workdir)  # rule all: the summary, comparisons and plots
-    return workdir, config
 
 
 @pytest.mark.slow
