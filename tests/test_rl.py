@@ -131,6 +131,10 @@ def test_identical_prompts_keep_their_own_targets():
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory, tiny_model_dir):
+    return _toy(tmp_path_factory.mktemp("rl_toy"), tiny_model_dir)
+
+
+def _toy(root, tiny_model_dir):
     """A full-model 'SFT' checkpoint of the tiny LM and a training split whose target is learnable.
 
     Almost every row's target is item 7; two rows share a history but chose different items.
@@ -139,7 +143,7 @@ def toy(tmp_path_factory, tiny_model_dir):
 
     index = random_index()
     model, tok = sid_model(tiny_model_dir, index)
-    root = tmp_path_factory.mktemp("rl_toy")
+    root.mkdir(parents=True, exist_ok=True)
     ckpt = root / "sft"
     model.save_pretrained(ckpt)
     tok.save_pretrained(ckpt)
@@ -286,4 +290,4 @@ def test_two_process_grpo_under_accelerate(toy, tmp_path):
     before, _ = load_checkpoint(ckpt)
     after, _ = load_checkpoint(policy["checkpoint"])
     assert not torch.equal(before.get_input_embeddings().weight, after.get_input_embeddings().weight)
-    assert not (out / ".rl_work").exists() and not (out / ".rl_reference").exists()
+    assert not (out / ".rl_checkpoints").exists() and not (out / ".rl_reference").exists()

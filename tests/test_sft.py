@@ -219,23 +219,21 @@ def test_mixed_tasks_train_and_resume_after_a_crash(
     tmp_path, tiny_model_dir, synthetic_data_dir, sid_index, monkeypatch
 ):
     """A run killed after its first checkpoint resumes from it instead of starting over."""
-    from transformers import Trainer
+    import genrec.training.trainer as trainer
 
     kw = dict(tasks={"next_sid": 1.0, "title2sid": 1.0, "sid2title": 1.0}, epochs=2, learning_rate=3e-3)
-    real_save = Trainer._save_checkpoint
-    calls = {"n": 0}
+    real_seal = trainer.seal_checkpoint
 
-    def crash_after_first(self, *a, **k):
-        real_save(self, *a, **k)
-        calls["n"] += 1
+    def crash_after_first(*a, **k):  # the first checkpoint is complete, then the process dies
+        real_seal(*a, **k)
         raise KeyboardInterrupt("simulated crash")
 
-    monkeypatch.setattr(Trainer, "_save_checkpoint", crash_after_first)
+    monkeypatch.setattr(trainer, "seal_checkpoint", crash_after_first)
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path, synthetic_data_dir, sid_index, tiny_model_dir, **kw)
     assert not (tmp_path / "final_checkpoint").exists()
     assert list((tmp_path / ".sft_checkpoints").glob("checkpoint-*"))
-    monkeypatch.setattr(Trainer, "_save_checkpoint", real_save)
+    monkeypatch.setattr(trainer, "seal_checkpoint", real_seal)
     out, log = _train(tmp_path, synthetic_data_dir, sid_index, tiny_model_dir, **kw)
     assert log["resumed_from"] and "checkpoint-" in log["resumed_from"]
     resumed_at = int(log["resumed_from"].rsplit("-", 1)[1])

@@ -45,6 +45,7 @@ def test_tiny_matrix_outputs(tiny_run):
     ci = ["HR@10_ci_low", "HR@10_ci_high", "NDCG@10_ci_low", "NDCG@10_ci_high"]
     assert summary[METRIC_COLUMNS + ci].notna().all().all()  # no empty metric, cells and baselines alike
     assert (summary.loc[summary["rl"] == "none", "rl_train_time_s"] == 0).all()  # rl: none trains nothing
+    assert (summary.loc[summary["kind"] == "llm", ["sft_resumes", "rl_resumes"]] == 0).all().all()
     grpo = summary[summary["rl"] == "grpo"]
     assert len(grpo) == 2 and (grpo["rl_train_time_s"] > 0).all() and (grpo["rl_peak_memory_gb"] > 0).all()
     assert (summary.loc[summary["kind"] == "baseline", "baseline"] != "popularity").sum() == 2

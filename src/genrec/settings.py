@@ -517,6 +517,9 @@ class RLSettings(LoraSettings):
     )
     max_length: int = option(256, "prompt tokens; longer prompts lose their oldest history items", ge=8)
     gradient_checkpointing: bool = option(True, "on a GPU: recompute activations in the backward pass (less memory)")
+    checkpoints_per_epoch: int = option(
+        4, "intermediate checkpoints per epoch (on whole rollout batches), resumed from after a crash; 0 = none", ge=0
+    )
     seed: int = option(0, "seed of the prompts' subsample, sampled rollouts and training")
 
     def __post_init__(self) -> None:

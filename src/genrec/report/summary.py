@@ -26,7 +26,11 @@ def _train_fraction(entry: dict) -> float | None:
 
 def _rl_columns(cell: dict) -> dict:
     policy = read_json(cell["policy"], "policy file") if "policy" in cell else {}
-    return {"rl_train_time_s": policy.get("train_time_s"), "rl_peak_memory_gb": policy.get("peak_memory_gb")}
+    return {
+        "rl_train_time_s": policy.get("train_time_s"),
+        "rl_peak_memory_gb": policy.get("peak_memory_gb"),
+        "rl_resumes": policy.get("resumes", 0),
+    }
 
 
 def _metric_columns(m: dict) -> dict:
@@ -76,6 +80,7 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                 "sid_coherence_random": sid["semantic_coherence"]["random_cosine"],
                 "sft_train_time_s": train["train_time_s"],
                 "sft_peak_memory_gb": train["peak_memory_gb"],
+                "sft_resumes": train.get("resumes", 0),
                 **_rl_columns(c),
                 "eval_users_per_s": m.get("users_per_s"),
                 "eval_peak_memory_gb": m.get("peak_memory_gb"),

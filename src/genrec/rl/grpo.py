@@ -42,12 +42,22 @@ from genrec.rl.rewards import REWARDS, Group, RewardContext
 from genrec.rl.rollouts import Rollouts
 from genrec.settings import RLSettings
 from genrec.sids.format import load_index, sid_strings
-from genrec.training.checkpoints import load_checkpoint, run_info, save_checkpoint
+from genrec.training.checkpoints import (
+    checkpoint_state,
+    fingerprint,
+    load_checkpoint,
+    resume_point,
+    run_info,
+    save_checkpoint,
+    work_dir,
+)
 from genrec.training.modes import lora_config, lora_target_names
 from genrec.training.rows import split_rows, subsample
-from genrec.training.trainer import seed_everything, shared_training_arguments
+from genrec.training.trainer import checkpoint_ledger, seed_everything, shared_training_arguments
 
 log = logging.getLogger(__name__)
+
+ROLLOUT_RNG = "genrec_rollout_rng.pt"  # in an intermediate checkpoint: the sampling rollouts' generator state
 
 
 # ----------------------------------------------------------------------------- rewards
@@ -228,11 +238,14 @@ def train_grpo(
     from accelerate import PartialState
 
     main = PartialState()  # one process, or this rank of a multi-GPU job (genrec.training.launch)
-    work = Path(out_dir).resolve().parent / ".rl_work"
+    work = work_dir(out_dir, "rl")
+    inputs = [p for p in (sft_checkpoint, train_csv, sid_index, scorer_dir) if p]
     with main.main_process_first():  # the main process clears and writes the shared folders, then the rest read
         reference = _reference_path(model, sft_checkpoint, settings, out_dir, write=main.is_main_process)
-        if main.is_main_process:
-            shutil.rmtree(work, ignore_errors=True)
+        resume = resume_point(work, fingerprint(settings, *inputs), may_reset=main.is_main_process)
+    prior = checkpoint_state(resume) if resume else {}
+    if resume:
+        log.info("resuming from %s (resume %d)", resume, prior["resumes"] + 1)
     if settings.mode == "full":
         model.requires_grad_(True)  # a merged adapter checkpoint loads with its weights frozen
     else:
@@ -243,9 +256,11 @@ def train_grpo(
     gpu = device.type == "cuda"
     g = settings.group_size
     world = int(os.environ.get("WORLD_SIZE", 1))
-    total_steps = math.ceil(
-        math.ceil(len(records) / (settings.prompts_per_step * settings.grad_accum * world)) * settings.epochs
-    )
+    steps_per_epoch = math.ceil(len(records) / (settings.prompts_per_step * settings.grad_accum * world))
+    total_steps = math.ceil(steps_per_epoch * settings.epochs)
+    # checkpoints fall on whole rollout batches (every num_iterations steps), so a resume regenerates nothing
+    every = max(1, steps_per_epoch // max(1, settings.checkpoints_per_epoch))
+    save_steps = math.ceil(every / settings.num_iterations) * settings.num_iterations
     args = GRPOConfig(
         output_dir=str(work),
         per_device_train_batch_size=settings.prompts_per_step * g,
@@ -266,7 +281,9 @@ def train_grpo(
         temperature=1.0,  # the loss scores the untempered policy; only sample rollouts use settings.temperature
         model_init_kwargs={"local_files_only": True},
         logging_steps=1,
-        save_strategy="no",
+        save_strategy="steps" if settings.checkpoints_per_epoch else "no",
+        save_steps=save_steps,
+        save_total_limit=2,
         disable_dropout=True,
         **shared_training_arguments(settings.seed, settings.gradient_checkpointing),
         log_completions=False,
@@ -277,6 +294,15 @@ def train_grpo(
     completion = {i: sid_ids(tokenizer, sids[i]) for i in index}
     rollouts = Rollouts(prompt_of, completion, trie, settings, tokenizer.pad_token_id, settings.seed)
     timer = _StepTimer(rollouts)
+    if resume:  # the sampling generator and the step timings as they were at the checkpoint
+        rollouts.generator.set_state(torch.load(Path(resume) / ROLLOUT_RNG))
+        timer.steps = list(prior["step_timings"])
+
+    def save_rollout_state(ckpt: Path) -> dict:
+        torch.save(rollouts.generator.get_state(), ckpt / ROLLOUT_RNG)
+        return {"step_timings": timer.steps}
+
+    ledger = checkpoint_ledger(prior, save_rollout_state)
     if reference:
         model.config._name_or_path = reference  # TRL builds the frozen reference model from this path
     trainer = sid_grpo_trainer()(
@@ -286,14 +312,13 @@ def train_grpo(
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
         rollout_func=rollouts,
-        callbacks=[timer.callback],
+        callbacks=[timer.callback, ledger],
     )
     if settings.constrained_logps:
         trainer.sid_trie = trie
     reset_peak_memory()
-    start = time.perf_counter()
-    trainer.train()
-    train_time = time.perf_counter() - start
+    trainer.train(resume_from_checkpoint=resume)
+    train_time = ledger.seconds()
     peak = peak_memory_gb()
     if main.is_main_process:
         policy = trainer.accelerator.unwrap_model(trainer.model)
@@ -332,6 +357,8 @@ def train_grpo(
         "device": torch.cuda.get_device_name() if gpu else "cpu",
         "bf16": bool(args.bf16),
         "started_from": os.path.abspath(sft_checkpoint),
+        "resumes": ledger.resumes,
+        "resumed_from": resume,
     }
     log.info(
         "GRPO: %d steps in %.1fs (rollouts %.1fs, updates %.1fs); final reward %.4f",

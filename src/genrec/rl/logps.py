@@ -151,6 +151,9 @@ def sid_grpo_trainer():
 
         sid_trie: SIDTrie | None = None
 
+        def _get_train_sampler(self, dataset=None):
+            return EpochReplaySampler(super()._get_train_sampler(dataset))
+
         def _get_per_token_logps_and_entropies(
             self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False,
             compute_aux_loss=False, **multimodal,
@@ -167,3 +170,27 @@ def sid_grpo_trainer():
             return logps, entropies, None
 
     return SIDGRPOTrainer
+
+
+class EpochReplaySampler(torch.utils.data.Sampler):
+    """TRL's RepeatSampler, re-seeded at each epoch so that a resumed run draws that epoch's order again.
+
+    RepeatSampler shuffles with one generator seeded once, so epoch ``e``'s order is its ``e``-th draw;
+    a run resumed in epoch ``e`` starts a new sampler and would draw epoch 0's order. ``set_epoch``
+    (which the Trainer calls at each epoch's start) re-seeds it and replays the earlier draws first.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.inner.shuffle and self.inner.seed is not None:
+            self.inner.generator.manual_seed(self.inner.seed)
+            for _ in range(epoch):
+                torch.randperm(self.inner.num_samples, generator=self.inner.generator)
+
+    def __iter__(self):
+        return iter(self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)

@@ -73,7 +73,10 @@ def run_rl(
     write_json(log_json, {**extra, "train_time_s": train_time, "peak_memory_gb": peak, "steps": steps})
     plot_rl_log(steps, settings.reward_kinds, plot_png)
     write_json(
-        policy_json, _policy_record(settings, out_dir, train_time, peak, started_from=os.path.abspath(sft_checkpoint))
+        policy_json,
+        _policy_record(
+            settings, out_dir, train_time, peak, started_from=os.path.abspath(sft_checkpoint), resumes=extra["resumes"]
+        ),
     )
 
 

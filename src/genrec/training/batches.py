@@ -67,3 +67,36 @@ def response_loss(outputs, labels: torch.Tensor, num_items_in_batch: int | torch
     )
     n = num_items_in_batch if num_items_in_batch is not None else (target != -100).sum()
     return loss / n
+
+
+class ResumableLengthGroupedSampler(torch.utils.data.Sampler):
+    """Transformers' length-grouped order, which a resumed run can draw again.
+
+    Each epoch's order is drawn, as ``LengthGroupedSampler`` draws it, from the global torch RNG at
+    the epoch's start; that RNG state is kept (:attr:`epoch_rng`) and saved with every intermediate
+    checkpoint. A run resumed mid-epoch passes it back (``resume``) and gets the same order, where
+    Transformers' own sampler would draw a new one from the RNG state at the checkpoint.
+    """
+
+    def __init__(self, batch_size: int, lengths: list[int], resume: dict[int, torch.Tensor] | None = None):
+        self.batch_size, self.lengths = batch_size, lengths
+        self.resume = dict(resume or {})  # epoch -> RNG state at that epoch's start
+        self.epoch, self.epoch_rng = 0, None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        saved = self.resume.pop(self.epoch, None)
+        if saved is None:
+            self.epoch_rng = torch.get_rng_state()
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size))
+        self.epoch_rng = saved
+        generator = torch.Generator()
+        generator.set_state(saved)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))

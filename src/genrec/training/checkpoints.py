@@ -112,11 +112,14 @@ def _load_adapter_checkpoint(p: Path, vocab: int, dtype: torch.dtype):
 
 # ----------------------------------------------------------------------------- resuming
 def fingerprint(settings, *paths: str | os.PathLike[str]) -> str:
-    """Settings and input contents: a resumed run must see exactly what the crashed run saw."""
+    """Settings and input contents (files, or every file of a directory): a resumed run must see exactly
+    what the crashed run saw."""
     h = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True, default=str).encode())
-    for p in paths:
-        with open(p, "rb") as f:
-            h.update(hashlib.sha256(f.read()).digest())
+    for p in map(Path, paths):
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if f.is_file():
+                h.update(str(f.relative_to(p) if p.is_dir() else "").encode())
+                h.update(_sha256(f).encode())
     return h.hexdigest()
 
 
@@ -125,23 +128,81 @@ def work_dir(out_dir: str | os.PathLike[str], stage: str) -> Path:
     return Path(out_dir).resolve().parent / f".{stage}_checkpoints"
 
 
-def resume_point(work: Path, fingerprint: str, may_reset: bool = True) -> str | None:
-    """The last checkpoint in ``work`` if it belongs to this run (same fingerprint).
+MANIFEST = "genrec_checkpoint.json"  # written last into an intermediate checkpoint: it is complete
 
-    Otherwise ``work`` is cleared and stamped with ``fingerprint`` when ``may_reset`` (one process,
-    or the main process of a multi-GPU job, which runs this first; the others only read).
+
+def seal_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Mark an intermediate checkpoint complete: every file's size and SHA-256, and ``state``, in its manifest.
+
+    Written atomically and last, so a checkpoint without a manifest is one whose save never finished.
     """
-    from transformers.trainer_utils import get_last_checkpoint
+    root = Path(path)
+    files = {}
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
+        files[str(f.relative_to(root))] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+    write_json(root / MANIFEST, {"files": files, "state": state})
 
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why an intermediate checkpoint cannot be resumed from; ``None`` when it is complete and intact."""
+    root = Path(path)
+    if not (root / MANIFEST).is_file():
+        return "incomplete: its save never finished (no manifest)"
+    try:
+        files = read_json(root / MANIFEST, "checkpoint manifest")["files"]
+    except (ValueError, KeyError) as err:
+        return f"its manifest is unreadable ({err})"
+    for name, want in files.items():
+        f = root / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != want["size"]:
+            return f"{name} is truncated or grown: {f.stat().st_size} bytes, {want['size']} when saved"
+        if _sha256(f) != want["sha256"]:
+            return f"{name} is corrupt: its contents changed since it was saved"
+    return None
+
+
+def checkpoint_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``state`` a sealed checkpoint's manifest holds (see :func:`seal_checkpoint`)."""
+    return read_json(Path(path) / MANIFEST, "checkpoint manifest")["state"]
+
+
+def resume_point(work: Path, fingerprint: str, may_reset: bool = True) -> str | None:
+    """The newest complete, intact checkpoint in ``work`` if it belongs to this run (same fingerprint).
+
+    Broken checkpoints (a save that never finished, a truncated or corrupt file) are reported and,
+    when ``may_reset``, deleted; an older intact one is resumed from instead. When ``work`` belongs to
+    another run it is cleared and stamped with ``fingerprint`` (if ``may_reset``: one process, or the
+    main process of a multi-GPU job, which runs this first; the others only read).
+    """
     stamp = work / "fingerprint.txt"
     if work.is_dir() and stamp.is_file() and stamp.read_text() == fingerprint:
-        last = get_last_checkpoint(str(work))
-        if last:
-            return last
+        steps = sorted(
+            (p for p in work.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+            key=lambda p: int(p.name.split("-")[-1]),
+            reverse=True,
+        )
+        for ckpt in steps:
+            problem = checkpoint_problem(ckpt)
+            if problem is None:
+                return str(ckpt)
+            log.warning("not resuming from %s: %s%s", ckpt, problem, "; deleting it" if may_reset else "")
+            if may_reset:
+                shutil.rmtree(ckpt)
     if not may_reset:
         return None
     if work.exists():
-        log.info("discarding checkpoints in %s from a run with other settings or inputs", work)
+        if not (stamp.is_file() and stamp.read_text() == fingerprint):
+            log.info("discarding checkpoints in %s from a run with other settings or inputs", work)
         shutil.rmtree(work)
     work.mkdir(parents=True)
     stamp.write_text(fingerprint)

@@ -17,7 +17,8 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,8 +27,15 @@ from genrec.devices import peak_memory_gb, reset_peak_memory
 from genrec.io import write_json
 from genrec.report.plots import plot_loss
 from genrec.settings import SFTSettings
-from genrec.training.batches import Examples, collate, response_loss
-from genrec.training.checkpoints import fingerprint, resume_point, save_checkpoint, work_dir
+from genrec.training.batches import Examples, ResumableLengthGroupedSampler, collate, response_loss
+from genrec.training.checkpoints import (
+    checkpoint_state,
+    fingerprint,
+    resume_point,
+    save_checkpoint,
+    seal_checkpoint,
+    work_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +105,22 @@ def training_arguments(settings: SFTSettings, output_dir: str | os.PathLike[str]
     return TrainingArguments(**kwargs)
 
 
-def build_trainer(model, tokenizer, args, train: list[dict], valid: list[dict] | None, callbacks=()):
-    """A Trainer over tokenised examples: left-padded batches, response-only loss on the last logits."""
-    from transformers import Trainer
+def build_trainer(
+    model,
+    tokenizer,
+    args,
+    train: list[dict],
+    valid: list[dict] | None,
+    callbacks=(),
+    sampler_resume: dict[int, torch.Tensor] | None = None,
+):
+    """A Trainer over tokenised examples: left-padded batches, response-only loss on the last logits.
 
-    return Trainer(
+    With ``group_by_length`` its batches come from a :class:`ResumableLengthGroupedSampler` (kept as
+    ``trainer.length_sampler``); ``sampler_resume`` hands it the epoch RNG state of the checkpoint a
+    run resumes from, so that the resumed epoch sees its batches in the same order.
+    """
+    return _trainer_class()(
         model=model,
         args=args,
         train_dataset=Examples(train),
@@ -109,7 +128,64 @@ def build_trainer(model, tokenizer, args, train: list[dict], valid: list[dict] |
         data_collator=lambda b: collate(b, tokenizer.pad_token_id),
         callbacks=list(callbacks),
         compute_loss_func=response_loss,
+        sampler_resume=sampler_resume,
     )
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class ResumableTrainer(Trainer):
+        """Transformers' Trainer whose length-grouped batch order survives a resume."""
+
+        def __init__(self, *a, sampler_resume=None, **kw):
+            self.sampler_resume, self.length_sampler = sampler_resume, None
+            super().__init__(*a, **kw)
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy != "group_by_length" or dataset is None:
+                return super()._get_train_sampler(train_dataset)
+            lengths = [len(dataset[i]["input_ids"]) for i in range(len(dataset))]
+            batch = self.args.train_batch_size * self.args.gradient_accumulation_steps
+            self.length_sampler = ResumableLengthGroupedSampler(batch, lengths, self.sampler_resume)
+            return self.length_sampler
+
+    return ResumableTrainer
+
+
+def checkpoint_ledger(prior: dict, save_extra: Callable[[Path], dict] | None = None):
+    """A callback that seals every intermediate checkpoint with what a resume needs beyond Transformers' own
+    state: the training time so far, the number of resumes, and whatever ``save_extra(checkpoint_dir)``
+    writes there (it returns the facts to keep in the manifest).
+
+    ``prior`` is the manifest state of the checkpoint this process resumes from (empty for a fresh run).
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+    class Ledger(TrainerCallback):
+        def __init__(self):
+            self.seconds_before = float(prior.get("train_seconds", 0.0))
+            self.resumes = int(prior["resumes"]) + 1 if prior else 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def seconds(self) -> float:
+            """Training time of this run so far, resumed parts included (up to the checkpoint resumed from)."""
+            return self.seconds_before + time.perf_counter() - self.start
+
+        def on_save(self, args, state, control, **kwargs):
+            if args.should_save:
+                ckpt = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+                extra = save_extra(ckpt) if save_extra else {}
+                seal_checkpoint(ckpt, {"train_seconds": self.seconds(), "resumes": self.resumes, **extra})
+
+    return Ledger()
+
+
+SAMPLER_STATE = "genrec_sampler_rng.pt"  # in an intermediate checkpoint: the epoch's batch-order RNG state
 
 
 def loss_curves(log_history: list[dict]) -> tuple[list[dict], list[dict]]:
@@ -154,28 +230,36 @@ def run_training(
         info: ``run_info.json`` of the checkpoint (``base_model`` is required for adapters).
         extra_log: stage facts added to ``train_log.json`` (parameters, task counts, ...).
     """
-    from transformers import EarlyStoppingCallback, TrainerCallback
+    from transformers import EarlyStoppingCallback
 
-    class _Start(TrainerCallback):  # where this process started (a resumed run starts mid-way)
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.step, self.tokens = state.global_step, int(state.num_input_tokens_seen)
-
-    start_point = _Start()
     world = int(os.environ.get("WORLD_SIZE", 1))
     work = work_dir(out_dir, stage)
     args = training_arguments(settings, work, len(train))
     with args.main_process_first(desc="checking intermediate checkpoints"):  # the main process resets stale ones
         resume = resume_point(work, fingerprint(settings, *inputs), may_reset=args.process_index == 0)
+    prior = checkpoint_state(resume) if resume else {}
+    sampler_resume = None
+    if resume and (Path(resume) / SAMPLER_STATE).is_file():
+        sampler_resume = {prior["sampler_epoch"]: torch.load(Path(resume) / SAMPLER_STATE)}
     if resume:
-        log.info("resuming from %s", resume)
-    callbacks = [start_point]
+        log.info("resuming from %s (resume %d; %.1f s of training before it)", resume, prior["resumes"] + 1,
+                 prior["train_seconds"])  # fmt: skip
+
+    def save_sampler(ckpt: Path) -> dict:
+        sampler = trainer.length_sampler
+        if sampler is None or sampler.epoch_rng is None:
+            return {}
+        torch.save(sampler.epoch_rng, ckpt / SAMPLER_STATE)
+        return {"sampler_epoch": sampler.epoch}
+
+    ledger = checkpoint_ledger(prior, save_sampler)
+    callbacks = [ledger]
     if settings.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=settings.early_stopping_patience))
-    trainer = build_trainer(model, tokenizer, args, train, valid, callbacks)
+    trainer = build_trainer(model, tokenizer, args, train, valid, callbacks, sampler_resume)
     reset_peak_memory()  # report the training peak, not the load of a GGUF/4-bit model
-    start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
-    train_time = time.perf_counter() - start
+    train_time = ledger.seconds()
     valid_loss = float(trainer.evaluate()["eval_loss"])
     state = trainer.state
     log.info(
@@ -188,24 +272,23 @@ def run_training(
     if not trainer.is_world_process_zero():
         return
     save_checkpoint(trainer.model, tokenizer, out_dir, info, export_merged=settings.export_merged)
-    # this process's share (after a resume, the steps since the checkpoint); the curves cover the whole run
-    steps_here = state.global_step - start_point.step
-    samples_here = min(len(train) * settings.epochs, steps_here * settings.batch_size * settings.grad_accum * world)
+    samples = min(len(train) * settings.epochs, state.global_step * settings.batch_size * settings.grad_accum * world)
     curve, eval_curve = loss_curves(state.log_history)
     write_json(
         log_json,
         {
             "mode": settings.mode,
-            "train_time_s": train_time,
+            "train_time_s": train_time,  # every part of a resumed run, up to its last checkpoint
             "train_samples": len(train),
             "epochs": settings.epochs,
             "steps": state.global_step,
             "planned_steps": state.max_steps,
             "stopped_early": state.global_step < state.max_steps,
             "best_step": state.best_global_step,
+            "resumes": ledger.resumes,
             "resumed_from": resume,
-            "samples_per_s": samples_here / train_time,
-            "tokens_per_s": (int(state.num_input_tokens_seen) - start_point.tokens) / train_time,
+            "samples_per_s": samples / train_time,
+            "tokens_per_s": int(state.num_input_tokens_seen) / train_time,
             "peak_memory_gb": peak_memory_gb(),
             **extra_log,
             "valid_loss": valid_loss,
