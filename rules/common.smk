@@ -1,11 +1,23 @@
 # Validation, wildcard constraints and small input helpers; all logic lives in genrec.config.
 import re
 
-from genrec.config import cell_files, experiment_cells, sid_source, stage_json, validate_config
+from genrec.config import (
+    cell_files,
+    check_config_files,
+    check_models,
+    dataset_sources,
+    experiment_cells,
+    model_source,
+    sid_source,
+    stage_json,
+    validate_config,
+)
 from genrec.report.plots import FIGURES as PLOTS
 from genrec.settings import SEQREC_KINDS, RLSettings
 
+check_config_files(workflow.configfiles)
 validate_config(config)
+check_models(config)
 
 CELLS = experiment_cells(config)
 DATASETS = sorted({c.dataset for c in CELLS})
@@ -29,6 +41,16 @@ def settings_of(section, wildcard=None):
     if wildcard is None:
         return lambda wc: stage_json(config, section)
     return lambda wc: stage_json(config, section, getattr(wc, wildcard))
+
+
+def model_of(section, wildcard):
+    """Params function: what identifies the model's weights now (package version, directory state)."""
+    return lambda wc: model_source(config, section, getattr(wc, wildcard))
+
+
+def get_dataset_sources(wc):
+    """The raw files a dataset is built from, so that editing one reruns it (none for synthetic)."""
+    return dataset_sources(config, wc.dataset)
 
 
 def rl_variants_of(method):

@@ -1,4 +1,6 @@
 rule prepare_data:
+    input:
+        get_dataset_sources,
     output:
         train_csv="results/{dataset}/data/train.csv",
         valid_csv="results/{dataset}/data/valid.csv",

@@ -14,5 +14,6 @@ rule embed_items:
         gpu=0,
     params:
         settings=settings_of("encoders", "encoder"),
+        model=model_of("encoders", "encoder"),
     script:
         "../workflow_scripts/embed_items.py"

@@ -22,5 +22,6 @@ rule sft:
         mem_mb=16000,
     params:
         settings=settings_of("sft_variants", "sft"),
+        model=model_of("sft_variants", "sft"),
     script:
         "../workflow_scripts/sft.py"

@@ -3,11 +3,9 @@ import gzip
 import json
 
 import pandas as pd
-import pytest
 
-from genrec.data.format import COLUMNS, dataset_files, read_items, read_split
+from genrec.data.format import COLUMNS, read_items, read_split
 from genrec.data.importer import derive_train, import_minionerec
-from genrec.data.prepare import prepare_data
 from genrec.data.sequences import Interaction, chronological_split
 from genrec.data.synthetic import generate_amazon_records
 from genrec.settings import ImportSettings, SyntheticSettings
@@ -80,43 +78,6 @@ def test_import_without_train_has_no_heldout_target(office_dir):
         seq = first[user]
         k = seq.index(target, len(hist)) if target in seq[len(hist) :] else -1
         assert k == len(hist) and seq[k - len(hist) : k] == hist
-
-
-@pytest.mark.parametrize(
-    "mutate, message",
-    [
-        (lambda d: (d / "test.csv").unlink(), "has no test.csv"),
-        (lambda d: (d / "item.json").write_text("{not json"), "not valid JSON"),
-        (
-            lambda d: pd.read_csv(d / "valid.csv").drop(columns=["item_id"]).to_csv(d / "valid.csv", index=False),
-            r"lacks column\(s\) \['item_id'\]",
-        ),
-        (lambda d: (d / "valid.csv").write_text(",".join(COLUMNS) + "\n"), "has no rows"),
-        (lambda d: (d / "valid.csv").write_text('a,"b\n'), "valid.csv"),
-    ],
-)
-def test_bad_input_clear_error_and_no_output(tmp_path, mutate, message):
-    src = tmp_path / "src"
-    src.mkdir()
-    items = {str(i): {"title": f"t{i}", "description": "", "brand": "", "categories": ""} for i in range(4)}
-    (src / "item.json").write_text(json.dumps(items))
-    row = {
-        "user_id": "A0",
-        "history_item_title": "['t0', 't1']",
-        "item_title": "t2",
-        "history_item_id": "[0, 1]",
-        "item_id": 2,
-        "history_item_sid": "[]",
-        "item_sid": "",
-    }
-    for split in ("valid", "test"):
-        pd.DataFrame([row, {**row, "user_id": "A1"}]).to_csv(src / f"{split}.csv", index=False)
-    mutate(src)
-    out = tmp_path / "out"
-    with pytest.raises((ValueError, FileNotFoundError), match=message):
-        prepare_data(ImportSettings(path=str(src)), **dataset_files(out))
-    assert not out.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temp leftovers
 
 
 def test_gz_reviews_roundtrip_through_amazon_pipeline(tmp_path):

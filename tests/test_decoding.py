@@ -192,8 +192,22 @@ def test_recommend_uses_the_shared_decoder(model_and_index):
         assert [x["item_id"] for x in recs[r]] == items[r, :3].tolist()
         assert [x["rank"] for x in recs[r]] == [1, 2, 3]
         assert all(x["sid"] == format_sid(index[x["item_id"]]) for x in recs[r])
-    with pytest.raises(KeyError, match=r"history items \[999\] are not in the SID index"):
+    with pytest.raises(ValueError, match=r"history items \[999\] are not in the SID index"):
         recommend(model, tok, trie, [[1, 999]])
+    for k in (0, -5, 6):
+        with pytest.raises(ValueError, match="k must be between 1 and num_beams"):
+            recommend(model, tok, trie, histories, k=k, num_beams=5)
+
+
+def test_recommend_cuts_long_histories_as_training_does(model_and_index):
+    model, tok, index = model_and_index
+    trie = SIDTrie.from_index(index, tok)
+    long = [i % len(index) for i in range(400)]
+    budget = len(prompt_ids(tok, [format_sid(index[i]) for i in long[-5:]]))
+    kept = [i % len(index) for i in range(395, 400)]  # the newest five items fit the budget
+    assert recommend(model, tok, trie, [long], k=3, num_beams=5, max_prompt=budget) == recommend(
+        model, tok, trie, [kept], k=3, num_beams=5
+    )
 
 
 def test_evaluate_in_exact_mode_equals_beams_covering_the_catalogue(model_and_index, tmp_path):

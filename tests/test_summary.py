@@ -7,9 +7,10 @@ from genrec.report.summary import compare
 
 
 def _results(path, items, hits):
-    """An eval_results.json whose row r ranks item items[r] first when hits[r], else not at all."""
+    """An eval_results.json of 20-item lists: row r ranks item items[r] first when hits[r], else not at all."""
+    others = [1000 + j for j in range(20)]
     rows = [
-        {"item_id": i, "predict_items": [i] if h else [i + 1000], "input": "", "output": "", "predict": []}
+        {"item_id": i, "predict_items": [i, *others[:19]] if h else others, "input": "", "output": "", "predict": []}
         for i, h in zip(items, hits)
     ]
     path.write_text(json.dumps(rows))

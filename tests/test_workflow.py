@@ -1,6 +1,7 @@
 """The Snakemake workflow end to end on a tiny matrix, and partial reruns after config edits."""
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -158,6 +159,39 @@ def test_partial_reruns_follow_the_edited_stage(tiny_run):
     assert planned_jobs(workdir) == {"rl_grpo", "evaluate", "summary"}
     write_config(workdir, config)
     assert planned_jobs(workdir) == set()
+
+
+@pytest.mark.slow
+def test_an_edited_model_directory_reruns_what_uses_it(tiny_run, tiny_model_dir):
+    workdir, _ = tiny_run
+    weights = tiny_model_dir / "config.json"
+    before = weights.stat()
+    try:
+        os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+        jobs = planned_jobs(workdir)
+    finally:
+        os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    # the tiny model is both the SID encoder and the SFT base model: everything after the data reruns
+    assert {"embed_items", "sft", "evaluate", "summary"} <= jobs and "prepare_data" not in jobs
+    assert planned_jobs(workdir) == set()
+
+
+@pytest.mark.slow
+def test_an_edited_source_file_reruns_its_dataset(tmp_path, synthetic_data_dir, tiny_model_dir):
+    source = tmp_path / "source"
+    shutil.copytree(synthetic_data_dir, source)
+    config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
+    config["models"]["tiny"]["path"] = str(tiny_model_dir)
+    config["datasets"] = {"synthetic": {"source": "minionerec", "path": str(source)}}
+    workdir = tmp_path / "wf"
+    workdir.mkdir()
+    write_config(workdir, config)
+    target = "results/synthetic/data/data_stats.json"
+    snakemake(workdir, target)
+    assert "Nothing to be done" in snakemake(workdir, "-n", target)
+    lines = (source / "test.csv").read_text().splitlines(keepends=True)
+    (source / "test.csv").write_text("".join(lines[:-1]))  # one test row fewer
+    assert "prepare_data" in snakemake(workdir, "-n", target)
 
 
 @pytest.mark.slow

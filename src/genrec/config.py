@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import re
@@ -29,6 +30,7 @@ import yaml
 from genrec import settings as S
 
 STAGES = ("datasets", "encoders", "sid_methods", "sft_variants", "rl_variants")
+STAGE_WILDCARD = dict(zip(STAGES, ("dataset", "encoder", "sid", "sft", "rl")))  # a Cell's field per stage
 # sections whose entries are one settings class (datasets dispatch on their source)
 ENTRY_SETTINGS: dict[str, type] = {
     "models": S.ModelSpec,
@@ -217,6 +219,56 @@ def sid_source(config: dict[str, Any], sid: str, dataset_index: str) -> dict[str
     return {"source_index": entry.path or dataset_index} if entry.method == "import" else {}
 
 
+MODEL_SECTIONS = ("encoders", "sft_variants")  # the stages that load a pretrained model
+
+
+def check_models(config: dict[str, Any]) -> None:
+    """Resolve every model a cell uses, offline and without loading weights, so that a misspelt package,
+    a missing directory or GGUF file, or an uncached hub id while offline fails before any job starts.
+
+    Raises:
+        ConfigError: naming the model entry, the stage entries that use it and what is wrong.
+    """
+    from genrec.models import resolve_model
+
+    used: dict[str, list[str]] = {}
+    for cell in experiment_cells(config):
+        for section in MODEL_SECTIONS:
+            name = getattr(cell, STAGE_WILDCARD[section])
+            model = (config[section][name] or {}).get("model")
+            key = model if isinstance(model, str) else json.dumps(model, sort_keys=True)
+            users = used.setdefault(key, [])
+            if f"{section}.{name}" not in users:
+                users.append(f"{section}.{name}")
+    for key, users in used.items():
+        spec = config["models"][key] if key in config["models"] else json.loads(key)
+        try:
+            resolve_model(spec)
+        except (FileNotFoundError, OSError, ValueError) as err:
+            where = f"models.{key}" if key in config["models"] else f"{users[0]}.model"
+            raise ConfigError(f"config error at {where} (used by {', '.join(users)}): {err}") from err
+
+
+def model_source(config: dict[str, Any], section: str, name: str) -> str:
+    """What identifies the weights a stage entry's model loads now (:func:`genrec.models.model_source`):
+    a rule's params carry it, so a new package version or an edited model directory reruns the stage."""
+    from genrec.models import model_source as source
+
+    return _cached_source(json.dumps(_resolved(config, section, name)["model"], sort_keys=True), source)
+
+
+@functools.cache
+def _cached_source(spec: str, source) -> str:
+    return source(json.loads(spec))
+
+
+def dataset_sources(config: dict[str, Any], dataset: str) -> list[str]:
+    """The files a dataset entry is built from, as the ``prepare_data`` rule's inputs (none for synthetic)."""
+    from genrec.data.prepare import dataset_sources as sources
+
+    return sources(S.dataset_settings(config["datasets"][dataset], f"datasets.{dataset}"))
+
+
 def cell_files(cells: Sequence[Cell], templates: Mapping[str, str]) -> list[dict[str, str]]:
     """Per cell its variant names and, for each key of ``templates``, that rule output filled with the cell.
 
@@ -226,10 +278,39 @@ def cell_files(cells: Sequence[Cell], templates: Mapping[str, str]) -> list[dict
     return [{**c.wildcards, **{k: t.format(**c.wildcards) for k, t in templates.items()}} for c in cells]
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a mapping key given twice (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(
+                    f"config error in {key_node.start_mark.name}: key {key!r} is given twice "
+                    f"(lines {seen[key]} and {line}); YAML would silently keep only the last value"
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file, refusing duplicate keys (naming the key and both lines)."""
+    with open(path, encoding="utf-8") as fh:
+        return yaml.load(fh, Loader=_UniqueKeyLoader) or {}
+
+
+def check_config_files(paths: Sequence[str | Path]) -> None:
+    """Re-read the config files Snakemake loaded, for what its own YAML reading lets pass (duplicate keys)."""
+    for path in paths:
+        if Path(path).is_file():
+            read_config_file(path)
+
+
 def load_config(path: str) -> dict[str, Any]:
     """Read and validate a config file (for use outside Snakemake)."""
-    with open(path, encoding="utf-8") as fh:
-        config = yaml.safe_load(fh)
+    config = read_config_file(path)
     validate_config(config)
     return config
 

@@ -22,7 +22,7 @@ from genrec.prompts import next_item_text, prompt_ids
 from genrec.results import write_results
 from genrec.settings import EvalSettings
 from genrec.sids.format import load_index, sid_strings
-from genrec.training.checkpoints import load_checkpoint
+from genrec.training.checkpoints import check_trained_index, load_checkpoint, prompt_max_length
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def evaluate(
     device = pick_device()
     model, tokenizer = load_checkpoint(policy["checkpoint"], dtype=decode_dtype(settings.dtype, device))
     model.to(device)
+    check_trained_index(policy["checkpoint"], sid_index)
     index = load_index(sid_index)
     sids = sid_strings(index)
     trie = SIDTrie.from_index(index, tokenizer).to(device)
@@ -63,7 +64,8 @@ def evaluate(
     if settings.max_users:
         df = df.head(settings.max_users)
     hists = [[sids[i] for i in h] for h in df["history"]]
-    prompts = [prompt_ids(tokenizer, h) for h in hists]
+    budget = prompt_max_length(policy["checkpoint"])
+    prompts = [prompt_ids(tokenizer, h, budget) for h in hists]
     reset_peak_memory()
     ranking = rank(
         model,

@@ -13,11 +13,12 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from genrec.settings import ModelSpec
+
+if TYPE_CHECKING:  # torch loads lazily: the workflow resolves models while parsing the Snakefile
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,36 @@ def resolve_model(spec: ModelSpec | dict[str, str]) -> tuple[str, dict[str, Any]
     return str(where), kwargs
 
 
+def model_source(spec: ModelSpec | dict[str, str]) -> str:
+    """What identifies the weights a model entry loads now, cheaply: a stage's params carry it, so a new
+    package version or an edited local model directory reruns the stages that use the model.
+
+    Package: its distribution version; local directory: every file's path, size and modification
+    time; hub id: the id only (the first run downloads the weights, which must not count as a change;
+    to follow a hub model exactly, download it and point the entry at the local directory).
+
+    Raises:
+        FileNotFoundError: as :func:`resolve_model` (a misspelt package, a missing directory or GGUF file).
+    """
+    import hashlib
+    from importlib import metadata
+
+    if isinstance(spec, dict):
+        spec = ModelSpec.from_dict(spec, "model")
+    if spec.hub:
+        return f"hub {spec.hub}"
+    where, _ = resolve_model(spec)
+    if spec.package:
+        dists = metadata.packages_distributions().get(spec.package, [spec.package])
+        return f"package {spec.package} {' '.join(f'{d}=={metadata.version(d)}' for d in sorted(set(dists)))}"
+    h = hashlib.sha256()
+    for f in sorted(Path(where).rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(where)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return f"directory {where} {h.hexdigest()[:16]}"
+
+
 def _hub_kwargs(hub_id: str) -> dict[str, Any]:
     """Load a hub model from the local cache when it is there; fail clearly when offline and it is not."""
     from huggingface_hub import constants, try_to_load_from_cache
@@ -93,17 +124,19 @@ def prepare_tokenizer(tok):
     return tok
 
 
-def load_causal_lm(spec: ModelSpec | dict[str, str], dtype: torch.dtype = torch.float32, quantize_4bit: bool = False):
+def load_causal_lm(spec: ModelSpec | dict[str, str], dtype: torch.dtype | None = None, quantize_4bit: bool = False):
     """Load a causal LM (dequantising a GGUF file to ``dtype`` when the spec names one).
 
     Args:
         spec: the model entry.
-        dtype: weight dtype (the compute dtype of 4-bit layers).
+        dtype: weight dtype (the compute dtype of 4-bit layers); float32 when None.
         quantize_4bit: quantise the linear layers to 4-bit NF4 with double quantisation
             (bitsandbytes; QLoRA). A GGUF model is first dequantised, then quantised again.
     """
+    import torch
     from transformers import AutoModelForCausalLM
 
+    dtype = dtype or torch.float32
     name, kwargs = resolve_model(spec)
     log.info("loading causal LM from %s %s%s", name, kwargs, " in 4-bit NF4" if quantize_4bit else "")
     if quantize_4bit and "gguf_file" in kwargs:
@@ -134,6 +167,8 @@ def load_causal_lm(spec: ModelSpec | dict[str, str], dtype: torch.dtype = torch.
 
 def parameter_count(model) -> int:
     """Parameters of ``model``, counting a 4-bit weight as the matrix it stands for (not its packed bytes)."""
+    import torch
+
     total = 0
     for p in model.parameters():
         state = getattr(p, "quant_state", None)

@@ -589,7 +589,7 @@ class PopularitySettings(_Settings):
 
     SECTION: ClassVar[str] = "baselines.popularity"
 
-    top_k: int = option(20, "length of the ranked list", ge=1)
+    top_k: int = option(20, "length of the ranked list (at least 10, the K of the paired comparisons)", ge=10)
 
 
 @dataclass(frozen=True)
@@ -608,7 +608,7 @@ class SeqRecSettings(_Settings):
     batch_size: int = option(256, "training rows per step", ge=1)
     max_epochs: int = option(500, "epoch cap (MiniOneRec's sasrec.py default)", ge=1)
     patience: int = option(20, "epochs without a better validation NDCG@20 before stopping", ge=1)
-    top_k: int = option(20, "length of the ranked list", ge=1)
+    top_k: int = option(20, "length of the ranked list (at least 10, the K of the paired comparisons)", ge=10)
     seed: int = option(0, "initialisation and batch-order seed")
 
     def __post_init__(self) -> None:

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genrec.data.format import read_items
+from genrec.io import file_sha256
 from genrec.logs import log_settings
 from genrec.models import parameter_count
 from genrec.prompts import DESCRIPTION_WORDS, TASKS, TITLE_WORDS, clean_text, task_example
@@ -228,6 +229,9 @@ def run_sft(
             "base_model": dict(settings.model),
             "quantization": "nf4" if settings.mode == "qlora" else None,
             "sid_index": str(sid_index),
+            "sid_index_sha256": file_sha256(sid_index),
+            # the prompt budget of a next-item example: max_length less the answer (SID tokens + end of turn)
+            "prompt_max_length": settings.max_length - max(map(len, index.values())) - 1,
             "added_tokens": added,
         },
         extra_log={

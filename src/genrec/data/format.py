@@ -128,6 +128,15 @@ def parse_list(value: str, where: str) -> list:
     return out
 
 
+def _id_list(value: str, where: str) -> list[int]:
+    """A history cell: a list of integer item ids (``3.7``, ``"3"`` or ``True`` are refused, not coerced)."""
+    out = parse_list(value, where)
+    bad = [i for i in out if not isinstance(i, int) or isinstance(i, bool)]
+    if bad:
+        raise ValueError(f"{where}: item ids must be integers, got {bad[0]!r} in {value[:80]!r}")
+    return out
+
+
 def read_split(path: str | os.PathLike[str], n_items: int | None = None) -> pd.DataFrame:
     """Read and check one split CSV.
 
@@ -145,22 +154,24 @@ def read_split(path: str | os.PathLike[str], n_items: int | None = None) -> pd.D
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"split file not found: {p}")
+    if p.stat().st_size == 0:
+        raise ValueError(f"split file {p} is empty (0 bytes)")
     try:
-        df = pd.read_csv(p, dtype={"user_id": str, "item_sid": str}, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        df = pd.read_csv(p, dtype={"user_id": str, "item_sid": str, "item_id": str}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise ValueError(f"{p} is not a readable CSV: {err}") from err
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{p} lacks column(s) {missing}; MiniOneRec's format needs {COLUMNS}")
     if df.empty:
         raise ValueError(f"{p} has no rows")
-    try:
-        df["item_id"] = df["item_id"].astype(int)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"{p}: item_id must be integers: {err}") from err
-    df["history"] = [
-        [int(i) for i in parse_list(v, f"{p} row {r + 2} history_item_id")] for r, v in enumerate(df["history_item_id"])
-    ]
+    ids = df["item_id"].str.strip()
+    bad = ~ids.str.fullmatch(r"-?\d+")
+    if bad.any():
+        r = int(bad.to_numpy().nonzero()[0][0])
+        raise ValueError(f"{p} row {r + 2}: item_id must be an integer, got {df['item_id'].iloc[r]!r}")
+    df["item_id"] = ids.astype(int)
+    df["history"] = [_id_list(v, f"{p} row {r + 2} history_item_id") for r, v in enumerate(df["history_item_id"])]
     if n_items is not None:
         ids = pd.Series([i for h in df["history"] for i in h] + df["item_id"].tolist())
         bad = ids[(ids < 0) | (ids >= n_items)]
@@ -188,6 +199,27 @@ def read_items(path: str | os.PathLike[str]) -> dict[int, dict[str, str]]:
         if not isinstance(meta, dict) or not isinstance(meta.get("title"), str):
             raise ValueError(f"item file {path}: item {i} has no title")
     return dict(sorted(items.items()))
+
+
+def data_quality(items: Mapping[int, dict], splits: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+    """Counts of questionable rows a researcher should know about: per split, exact duplicate rows
+    (same user, history and target), rows with an empty history, rows with a blank user id; and
+    items with an empty title. :func:`genrec.data.prepare.prepare_data` saves them in
+    ``data_stats.json``, warns about each non-zero count and refuses duplicate test rows.
+
+    >>> df = pd.DataFrame({"user_id": ["a", "a", " "], "history_item_id": ["[1]", "[1]", "[]"], "item_id": [2, 2, 3]})
+    >>> data_quality({0: {"title": ""}}, {"test": df})
+    {'test_duplicate_rows': 1, 'test_empty_histories': 1, 'test_blank_users': 1, 'empty_titles': 1}
+    """
+    out: dict[str, int] = {}
+    for name, df in splits.items():
+        history = [str(h).replace(" ", "") for h in df["history_item_id"]]
+        keys = list(zip(df["user_id"], history, df["item_id"]))
+        out[f"{name}_duplicate_rows"] = len(keys) - len(set(keys))
+        out[f"{name}_empty_histories"] = history.count("[]")
+        out[f"{name}_blank_users"] = int(sum(not str(u).strip() for u in df["user_id"]))
+    out["empty_titles"] = sum(not str(m.get("title", "")).strip() for m in items.values())
+    return out
 
 
 def write_dataset(

@@ -65,6 +65,32 @@ def derive_train(valid: pd.DataFrame, test: pd.DataFrame, max_history: int = 10)
     return out
 
 
+def source_files(root: str | os.PathLike[str]) -> dict[str, Path]:
+    """The files of a MiniOneRec directory that the import reads: ``item``, the splits found, ``index``.
+
+    Missing ones are left out (the import then says which it needs); the workflow declares these as
+    the dataset rule's inputs, so that editing one reruns everything built from it.
+    """
+    root = Path(os.path.expanduser(root))
+    if not root.is_dir():
+        return {}
+    files: dict[str, Path] = {}
+    item_path = root / "item.json"
+    if not item_path.is_file():
+        hits = sorted(root.glob("*.item.json")) + sorted((root / "index").glob("*.item.json"))
+        item_path = hits[0] if hits else item_path
+    if item_path.is_file():
+        files["item"] = item_path
+    for split in SPLITS:
+        path = _find(root, split)
+        if path is not None:
+            files[split] = path
+    index_path = next((p for p in [root / "index.json", *sorted(root.glob("*.index.json"))] if p.is_file()), None)
+    if index_path is not None:
+        files["index"] = index_path
+    return files
+
+
 def import_minionerec(settings: ImportSettings) -> tuple[dict[int, dict], dict[str, pd.DataFrame], dict]:
     """Read and check a MiniOneRec-format directory.
 
@@ -78,19 +104,15 @@ def import_minionerec(settings: ImportSettings) -> tuple[dict[int, dict], dict[s
     root = Path(os.path.expanduser(settings.path))
     if not root.is_dir():
         raise FileNotFoundError(f"MiniOneRec dataset directory not found: {root}")
-    item_path = root / "item.json"
-    if not item_path.is_file():
-        hits = sorted(root.glob("*.item.json")) + sorted((root / "index").glob("*.item.json"))
-        item_path = hits[0] if hits else item_path
-    items = read_items(item_path)
+    files = source_files(root)
+    items = read_items(files.get("item", root / "item.json"))
     frames: dict[str, pd.DataFrame] = {}
     for split in SPLITS:
-        path = _find(root, split)
-        if path is None:
+        if split not in files:
             if split == "train":
                 continue
             raise FileNotFoundError(f"{root} has no {split}.csv (nor {split}/*.csv)")
-        frames[split] = read_split(path, n_items=len(items))
+        frames[split] = read_split(files[split], n_items=len(items))
     stats: dict[str, object] = {"source": str(root), "items": len(items)}
     if "train" not in frames:
         samples = derive_train(frames["valid"], frames["test"], settings.max_history)
@@ -108,8 +130,7 @@ def import_minionerec(settings: ImportSettings) -> tuple[dict[int, dict], dict[s
         )
     else:
         stats["train_derived"] = False
-    index_path = next((p for p in [root / "index.json", *sorted(root.glob("*.index.json"))] if p.is_file()), None)
-    stats["source_index"] = read_json(index_path, "index file") if index_path else None
+    stats["source_index"] = read_json(files["index"], "index file") if "index" in files else None
     stats.update({f"{k}_rows": len(v) for k, v in frames.items()})
     return items, {k: frames[k] for k in SPLITS}, stats
 

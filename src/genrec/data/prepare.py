@@ -6,7 +6,7 @@ import logging
 
 import pandas as pd
 
-from genrec.data.format import dataset_dir, write_dataset
+from genrec.data.format import data_quality, dataset_dir, write_dataset
 from genrec.logs import log_settings
 from genrec.settings import AmazonSettings, DatasetSettings, ImportSettings, SyntheticSettings
 
@@ -48,8 +48,18 @@ def prepare_data(settings: DatasetSettings, **files: str) -> None:
             **splits,
             "train": subsample_users(splits["train"], settings.train_fraction, settings.train_fraction_seed),
         }
+    quality = data_quality(items, splits)
+    if quality["test_duplicate_rows"]:
+        raise ValueError(
+            f"the test split has {quality['test_duplicate_rows']} exact duplicate rows (same user, history and "
+            f"target): each would count twice in every metric; remove them from the source"
+        )
+    for key, count in quality.items():
+        if count:
+            log.warning("data quality: %s = %d (see data_stats.json)", key, count)
     stats = {
         **stats,
+        "quality": quality,
         **{f"{k}_rows": len(v) for k, v in splits.items()},
         "items": len(items),
         "train_fraction": settings.train_fraction,
@@ -71,3 +81,16 @@ def subsample_users(train: pd.DataFrame, fraction: float, seed: int) -> pd.DataF
     users = np.array(sorted(train["user_id"].unique()))
     keep = np.random.default_rng(seed).choice(users, size=max(1, round(fraction * len(users))), replace=False)
     return train[train["user_id"].isin(set(keep))].reset_index(drop=True)
+
+
+def dataset_sources(settings: DatasetSettings) -> list[str]:
+    """The files a dataset is built from (none for a synthetic one): the raw Amazon files, or the files
+    of a MiniOneRec directory. The workflow declares them as inputs, so editing one reruns the dataset.
+    """
+    if isinstance(settings, AmazonSettings):
+        return [settings.reviews, settings.meta]
+    if isinstance(settings, ImportSettings):
+        from genrec.data.importer import source_files
+
+        return [str(p) for p in source_files(settings.path).values()]
+    return []

@@ -114,10 +114,16 @@ def _cell_name(c: dict) -> str:
     return f"{c['encoder']}-{c['sid']}-{c['sft']}-{c['rl']}"
 
 
-def _per_row_values(results_json: str, what: str) -> tuple[list[tuple], dict[str, list[float]]]:
+def _per_row_values(results_json: str, what: str) -> tuple[list[tuple], dict[str, list[float]], int]:
+    """Row keys, per-row values of the compared metrics, and the file's list length (its longest list)."""
     rows = read_json(results_json, what)
     ranks = row_ranks(rows)
-    return [(str(r.get("user_id")), r["item_id"]) for r in rows], {m: per_row(ranks, m) for m in COMPARED}
+    length = max((len(r["predict_items"]) for r in rows), default=0)
+    return [(str(r.get("user_id")), r["item_id"]) for r in rows], {m: per_row(ranks, m) for m in COMPARED}, length
+
+
+def _cutoff(metric: str) -> int:
+    return int(metric.split("@")[1]) if "@" in metric else 0
 
 
 def _paired(mine, theirs, where: str):
@@ -127,7 +133,7 @@ def _paired(mine, theirs, where: str):
     Raises:
         ValueError: neither.
     """
-    (a_keys, a), (b_keys, b) = mine, theirs
+    (a_keys, a, _), (b_keys, b, _) = mine, theirs
     n = min(len(a_keys), len(b_keys))
     if a_keys[:n] != b_keys[:n]:
         raise ValueError(f"{where}: the two result files do not cover the same test rows in the same order")
@@ -155,7 +161,7 @@ def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_bo
     values = {id(c): _per_row_values(c["results"], "cell results") for c in cells}
     base_values = {(b["dataset"], b["baseline"]): _per_row_values(b["results"], "baseline results") for b in baselines}
     best: dict[str, tuple[str, float]] = {}  # dataset -> (baseline, its HR@10 hits); the first wins a tie
-    for (dataset, name), (_, columns) in base_values.items():
+    for (dataset, name), (_, columns, _) in base_values.items():
         hits = sum(columns["HR@10"])
         if dataset not in best or hits > best[dataset][1]:
             best[dataset] = (name, hits)
@@ -172,6 +178,17 @@ def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_bo
         for kind, ref_name, ref_values in refs:
             n, mine, theirs = _paired(values[id(c)], ref_values, f"{_cell_name(c)} vs {ref_name}")
             for metric in COMPARED:
+                shortest = min(values[id(c)][2], ref_values[2])
+                if _cutoff(metric) > shortest:  # a list cut short would count its missing tail as misses
+                    log.warning(
+                        "%s vs %s: %s not compared, a ranked list has only %d items (raise eval.top_k/num_beams "
+                        "or the baseline's top_k)",
+                        _cell_name(c),
+                        ref_name,
+                        metric,
+                        shortest,
+                    )
+                    continue
                 boot = paired_bootstrap(mine[metric], theirs[metric], n_boot=n_boot)
                 rows.append(
                     {

@@ -36,6 +36,7 @@ import torch
 
 from genrec.decoding import SIDTrie
 from genrec.devices import peak_memory_gb, pick_device, reset_peak_memory
+from genrec.io import file_sha256
 from genrec.prompts import prompt_ids, sid_ids
 from genrec.rl.logps import sid_grpo_trainer
 from genrec.rl.rewards import REWARDS, Group, RewardContext
@@ -334,6 +335,9 @@ def train_grpo(
                 "method": "grpo",
                 "settings": settings.to_dict(),
                 "started_from": os.path.abspath(sft_checkpoint),
+                "sid_index": str(sid_index),
+                "sid_index_sha256": file_sha256(sid_index),
+                "prompt_max_length": settings.max_length,
             },
         )
         shutil.rmtree(work, ignore_errors=True)

@@ -46,7 +46,12 @@ def load_embeddings(path: str | os.PathLike[str], n_items: int) -> np.ndarray:
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"embedding file not found: {path}")
-    emb = np.load(path)
+    try:
+        emb = np.load(path)
+    except (ValueError, OSError) as err:  # object arrays (pickles) and files that are not .npy
+        raise ValueError(f"{path} is not a numeric .npy array: {err}") from err
+    if not np.issubdtype(emb.dtype, np.number) or np.issubdtype(emb.dtype, np.complexfloating):
+        raise ValueError(f"{path} holds {emb.dtype} values; embeddings must be real numbers")
     if emb.ndim != 2 or emb.shape[0] != n_items:
         raise ValueError(
             f"{path} has shape {emb.shape}, expected ({n_items}, d): one row per item id; "
@@ -55,6 +60,20 @@ def load_embeddings(path: str | os.PathLike[str], n_items: int) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
     if len(bad):
         raise ValueError(f"{path}: rows {bad[:10].tolist()} contain NaN/inf; fix the encoder or item text")
+    distinct = len(np.unique(emb, axis=0))
+    if distinct == 1 and n_items > 1:
+        raise ValueError(
+            f"{path}: all {n_items} item embeddings are identical, so no quantiser can tell the items apart; "
+            f"check the item texts (item.json) and the encoder (a broken or untrained model gives one vector)"
+        )
+    if distinct < n_items:
+        log.warning(
+            "%s: only %d distinct embeddings for %d items (items with identical text?); their SIDs differ only "
+            "by the collision handling (dedup)",
+            path,
+            distinct,
+            n_items,
+        )
     return emb.astype(np.float64)
 
 
@@ -164,7 +183,9 @@ def resolve_collisions(x: np.ndarray, codes: np.ndarray, centroids: list[np.ndar
     if math.prod(sizes) < n:
         raise ValueError(
             f"{n} items cannot get unique SIDs from codebooks of sizes {sizes} "
-            f"({math.prod(sizes)} codes); raise codebook_size or levels"
+            f"({math.prod(sizes)} codes); raise codebook_size or levels (a level with fewer codes than "
+            f"codebook_size had fewer distinct vectors to cluster: items with identical embeddings need "
+            f"dedup: level)"
         )
     recon = sum(centroids[lv][codes[:, lv]] for lv in range(levels))
     err = ((x - recon) ** 2).sum(axis=1)

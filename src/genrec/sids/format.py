@@ -69,8 +69,8 @@ def check_index(
     """Check that an index is well formed and every SID is unique.
 
     Raises:
-        ValueError: ids are not ``0..N-1`` (or not ``n_items`` of them), a token is malformed,
-            or two items share a SID.
+        ValueError: ids are not ``0..N-1`` (or not ``n_items`` of them), a token is malformed or
+            out of level order, or two items share a SID.
     """
     ids = sorted(index)
     expected = n_items if n_items is not None else len(ids)
@@ -81,6 +81,11 @@ def check_index(
         tokens = list(index[i])
         if not tokens or any(not TOKEN.fullmatch(t) for t in tokens):
             raise ValueError(f"{where}: item {i} has malformed SID tokens {tokens}")
+        letters = [TOKEN.fullmatch(t).group(1) for t in tokens]
+        if letters != [chr(ord("a") + level) for level in range(len(tokens))]:
+            raise ValueError(
+                f"{where}: item {i} has SID tokens {tokens} whose level letters are not a, b, c, ... in order"
+            )
         sid = format_sid(tokens)
         if sid in seen and not allow_collisions:
             raise ValueError(f"{where}: items {seen[sid]} and {i} share the SID {sid}; SIDs must be unique")

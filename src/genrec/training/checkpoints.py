@@ -19,12 +19,35 @@ from typing import Any
 
 import torch
 
-from genrec.io import atomic_path, read_json, write_json
+from genrec.io import atomic_path, file_sha256, read_json, write_json
 from genrec.models import load_causal_lm, prepare_tokenizer
 
 log = logging.getLogger(__name__)
 
 RUN_INFO = "run_info.json"  # written into every checkpoint: stage, settings, base model, mode
+
+
+def check_trained_index(checkpoint: str | os.PathLike[str], index_json: str | os.PathLike[str]) -> None:
+    """Refuse an index other than the one the checkpoint was trained with: another cell's index with the
+    same tokens would decode to the wrong items without any error.
+
+    Raises:
+        ValueError: the checkpoint's ``run_info.json`` records a different ``sid_index_sha256``.
+    """
+    want = run_info(checkpoint).get("sid_index_sha256")
+    if want and file_sha256(index_json) != want:
+        raise ValueError(
+            f"{index_json} is not the SID index {checkpoint} was trained with "
+            f"({run_info(checkpoint).get('sid_index', 'recorded in its run_info.json')}); its item ids would be wrong"
+        )
+
+
+def prompt_max_length(checkpoint: str | os.PathLike[str]) -> int | None:
+    """The longest next-item prompt the checkpoint was trained on (``run_info.json``); None if unrecorded.
+
+    Evaluation and the recommend CLI cut histories to it the way training did (oldest items first).
+    """
+    return run_info(checkpoint).get("prompt_max_length")
 
 
 def is_checkpoint(path: str | os.PathLike[str]) -> bool:
@@ -119,7 +142,7 @@ def fingerprint(settings, *paths: str | os.PathLike[str]) -> str:
         for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
             if f.is_file():
                 h.update(str(f.relative_to(p) if p.is_dir() else "").encode())
-                h.update(_sha256(f).encode())
+                h.update(file_sha256(f).encode())
     return h.hexdigest()
 
 
@@ -139,16 +162,8 @@ def seal_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     root = Path(path)
     files = {}
     for f in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MANIFEST):
-        files[str(f.relative_to(root))] = {"size": f.stat().st_size, "sha256": _sha256(f)}
+        files[str(f.relative_to(root))] = {"size": f.stat().st_size, "sha256": file_sha256(f)}
     write_json(root / MANIFEST, {"files": files, "state": state})
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
@@ -166,7 +181,7 @@ def checkpoint_problem(path: str | os.PathLike[str]) -> str | None:
             return f"{name} is missing"
         if f.stat().st_size != want["size"]:
             return f"{name} is truncated or grown: {f.stat().st_size} bytes, {want['size']} when saved"
-        if _sha256(f) != want["sha256"]:
+        if file_sha256(f) != want["sha256"]:
             return f"{name} is corrupt: its contents changed since it was saved"
     return None
 
