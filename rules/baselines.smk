@@ -1,7 +1,7 @@
 rule baseline_popularity:
     input:
         train="results/{dataset}/data/train.csv",
-        test="results/{dataset}/data/test.csv",
+        split=get_eval_split,
         item_json="results/{dataset}/data/item.json",
     output:
         results="results/{dataset}/baselines/popularity/eval_results.json",
@@ -12,6 +12,7 @@ rule baseline_popularity:
         "../envs/genrec.yaml"
     params:
         settings=lambda wc: stage_json(config, "baselines", "popularity"),
+        protocol=eval_protocol,
     script:
         "../workflow_scripts/baseline_popularity.py"
 
@@ -20,7 +21,7 @@ rule baseline_seqrec:
     input:
         train="results/{dataset}/data/train.csv",
         valid="results/{dataset}/data/valid.csv",
-        test="results/{dataset}/data/test.csv",
+        split=get_eval_split,
         item_json="results/{dataset}/data/item.json",
     output:
         results="results/{dataset}/baselines/{seqrec}/eval_results.json",
@@ -37,5 +38,6 @@ rule baseline_seqrec:
     threads: 2
     params:
         settings=settings_of("baselines", "seqrec"),
+        protocol=eval_protocol,
     script:
         "../workflow_scripts/baseline_seqrec.py"

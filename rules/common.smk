@@ -13,12 +13,13 @@ from genrec.config import (
     validate_config,
 )
 from genrec.report.plots import FIGURES as PLOTS
-from genrec.settings import SEQREC_KINDS, RLSettings
+from genrec.settings import SEQREC_KINDS, EvalSettings, RLSettings
 
 check_config_files(workflow.configfiles)
 validate_config(config)
 check_models(config)
 
+EVAL = EvalSettings.from_dict(config["eval"])
 CELLS = experiment_cells(config)
 DATASETS = sorted({c.dataset for c in CELLS})
 BASELINES = sorted(config.get("baselines") or {})
@@ -51,6 +52,16 @@ def model_of(section, wildcard):
 def get_dataset_sources(wc):
     """The raw files a dataset is built from, so that editing one reruns it (none for synthetic)."""
     return dataset_sources(config, wc.dataset)
+
+
+def get_eval_split(wc):
+    """The split every cell and baseline is scored on (eval.split: test, or valid while tuning)."""
+    return expand(getattr(rules.prepare_data.output, f"{EVAL.split}_csv"), dataset=wc.dataset)[0]
+
+
+def eval_protocol(wc):
+    """Params of the baselines: the scored split and the bootstrap unit, the eval keys they follow."""
+    return {"split": EVAL.split, "bootstrap": EVAL.bootstrap}
 
 
 def rl_variants_of(method):

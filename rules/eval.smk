@@ -1,7 +1,7 @@
 rule evaluate:
     input:
         policy="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/policy.json",
-        test="results/{dataset}/data/test.csv",
+        split=get_eval_split,
         sids="results/{dataset}/sid/{encoder}/{sid}/{dataset}.index.json",
     output:
         results="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/rl-{rl}/eval_results.json",

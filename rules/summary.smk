@@ -16,6 +16,7 @@ rule summary:
     params:
         cells=SUMMARY_CELLS,
         baselines=SUMMARY_BASELINES,
+        bootstrap=EVAL.bootstrap,
     script:
         "../workflow_scripts/summary.py"
 

@@ -8,10 +8,11 @@ run_baseline(
     SeqRecSettings.from_json(snakemake.params.settings),
     train_csv=snakemake.input.train,
     valid_csv=snakemake.input.valid,
-    test_csv=snakemake.input.test,
+    split_csv=snakemake.input.split,
     item_json=snakemake.input.item_json,
     results_json=snakemake.output.results,
     metrics_json=snakemake.output.metrics,
     scorer_dir=snakemake.output.scorer,
     threads=snakemake.threads,
+    bootstrap=snakemake.params.protocol["bootstrap"],
 )

@@ -3,4 +3,9 @@ from genrec.report.summary import compare, summarize
 
 log_to_file(snakemake.log[0])
 summarize(snakemake.params.cells, snakemake.params.baselines, out_csv=snakemake.output.summary)
-compare(snakemake.params.cells, snakemake.params.baselines, out_csv=snakemake.output.comparisons)
+compare(
+    snakemake.params.cells,
+    snakemake.params.baselines,
+    out_csv=snakemake.output.comparisons,
+    bootstrap=snakemake.params.bootstrap,
+)

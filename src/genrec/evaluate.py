@@ -10,6 +10,7 @@ in users/s, peak memory, the batch size used and the decoding settings). Decodin
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
@@ -105,8 +106,9 @@ def evaluate(
         "dtype": str(model.dtype).removeprefix("torch."),
         "checkpoint": policy["checkpoint"],
         "settings": settings.to_dict(),
+        "split": Path(split_csv).stem,
     }
-    return write_results(rows, targets, set(sids.values()), results_json, metrics_json, extra)
+    return write_results(rows, targets, set(sids.values()), results_json, metrics_json, extra, settings.bootstrap)
 
 
 def decode_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -7,7 +7,14 @@ ranked list (absent = miss):
 * ``NDCG@K`` = mean of 1[r < K] / log2(r + 2)   (IDCG = 1 with one relevant item)
 * ``MRR``    = mean of 1 / (r + 1), 0 for a miss, over the whole list (its length is reported)
 * ``invalid_rate`` = share of predicted entries that are not a SID of the index
-* ``ci95``   = 95% percentile bootstrap interval of each mean (test rows resampled, 2,000 times, seed 0)
+* ``ci95``   = 95% percentile bootstrap interval of each mean (2,000 resamples, seed 0)
+
+Intervals and paired tests resample **users**, each with all of their rows (a cluster bootstrap):
+a user contributes several test rows (up to 13 in the synthetic default), and rows of one user are
+alike, so resampling rows as if independent gives intervals that are too narrow. The mean of a
+resample is the total over its users' rows divided by their row count. With one row per user it is
+the row bootstrap, draw for draw. ``unit="row"`` keeps the row bootstrap as an option (``eval.bootstrap``).
+Where several comparisons are reported together, :func:`holm` adjusts their p-values.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 
 KS = (1, 3, 5, 10, 20)
+BOOTSTRAP_UNITS = ("user", "row")  # what a bootstrap resample draws: users with all their rows, or rows
 
 
 def target_rank(predictions: Sequence[str], target: str) -> int | None:
@@ -36,6 +44,7 @@ def ranking_metrics(
     valid: Collection[str],
     ks: Sequence[int] = KS,
     n_boot: int = 2000,
+    users: Sequence[str] | None = None,
 ) -> dict:
     """HR@K, NDCG@K, MRR and invalid rate over all rows, with 95% bootstrap intervals.
 
@@ -44,11 +53,12 @@ def ranking_metrics(
         targets: per row, the target SID.
         valid: every SID of the index.
         ks: cut-offs; a K beyond the list length is not reported.
-        n_boot: bootstrap resamples of the rows for the intervals (seeded: the same rows give the same intervals).
+        n_boot: bootstrap resamples for the intervals (seeded: the same rows give the same intervals).
+        users: per row, its user: the intervals resample users with all their rows; None resamples rows.
 
     Returns:
         ``{"HR@K": ..., "NDCG@K": ..., "MRR": ..., "invalid_rate": ..., "n": ..., "list_length": ...,
-        "ci95": {"HR@K": [low, high], ...}}``.
+        "users": ..., "ci_unit": "user" | "row", "ci95": {"HR@K": [low, high], ...}}``.
 
     Raises:
         ValueError: no rows, or predictions and targets differ in length.
@@ -64,15 +74,20 @@ def ranking_metrics(
     out.update({name: sum(v) / n for name, v in rows.items()})
     total = sum(len(p) for p in predictions)
     out["invalid_rate"] = sum(x not in valid for p in predictions for x in p) / total if total else 0.0
-    out["ci95"] = bootstrap_cis(rows, n_boot=n_boot)
+    out["users"] = len(set(users)) if users is not None else None
+    out["ci_unit"] = "user" if users is not None else "row"
+    out["ci95"] = bootstrap_cis(rows, n_boot=n_boot, groups=users)
     return out
 
 
-def bootstrap_means(x, n_boot: int = 2000, seed: int = 0):
-    """Means of ``n_boot`` resamples of the rows of ``x`` ``(n,)`` or ``(n, m)`` (rows resampled together).
+def bootstrap_means(x, n_boot: int = 2000, seed: int = 0, groups: Sequence | None = None):
+    """Means of ``n_boot`` resamples of ``x`` ``(n,)`` or ``(n, m)`` (a row's columns stay together).
 
-    Resamples are drawn in blocks, so memory stays bounded for large test sets; the draws are the
-    same as one ``rng.integers(0, n, (n_boot, n))`` call.
+    With ``groups`` (per row, e.g. its user) a resample draws groups with replacement, each with all
+    of its rows, and its mean is their total over their row count (the cluster bootstrap). Groups are
+    numbered in order of first appearance, so with one row per group the draws equal the row
+    bootstrap's. Resamples are drawn in blocks, so memory stays bounded for large test sets; the
+    draws are the same as one ``rng.integers(0, G, (n_boot, G))`` call.
 
     Returns:
         ``(n_boot,)`` or ``(n_boot, m)`` array.
@@ -80,22 +95,37 @@ def bootstrap_means(x, n_boot: int = 2000, seed: int = 0):
     import numpy as np
 
     x = np.asarray(x, dtype=float)
-    n = len(x)
-    if n == 0:
+    if len(x) == 0:
         raise ValueError("bootstrap needs at least one row")
+    if groups is None:
+        sums, counts = x, np.ones(len(x))
+    else:
+        if len(groups) != len(x):
+            raise ValueError(f"need one group per row, got {len(groups)} for {len(x)} rows")
+        first: dict = {}
+        ids = np.fromiter((first.setdefault(g, len(first)) for g in groups), dtype=np.int64, count=len(x))
+        sums = np.zeros((len(first),) + x.shape[1:])
+        np.add.at(sums, ids, x)
+        counts = np.bincount(ids).astype(float)
+    g = len(sums)
     rng = np.random.default_rng(seed)
-    block = max(1, 4_000_000 // n)
+    block = max(1, 4_000_000 // g)
     means = []
     for s in range(0, n_boot, block):
-        idx = rng.integers(0, n, size=(min(block, n_boot - s), n))
-        means.append(
-            x[idx].mean(axis=1) if x.ndim == 1 else np.stack([x[idx, j].mean(1) for j in range(x.shape[1])], 1)
-        )
+        idx = rng.integers(0, g, size=(min(block, n_boot - s), g))
+        n = counts[idx].sum(axis=1)
+        if x.ndim == 1:
+            means.append(sums[idx].sum(axis=1) / n)
+        else:
+            means.append(np.stack([sums[idx, j].sum(axis=1) / n for j in range(x.shape[1])], 1))
     return np.concatenate(means)
 
 
-def bootstrap_cis(columns: Mapping[str, Sequence[float]], n_boot: int = 2000, seed: int = 0) -> dict[str, list[float]]:
-    """95% percentile bootstrap interval of the mean of each per-row column (rows resampled together).
+def bootstrap_cis(
+    columns: Mapping[str, Sequence[float]], n_boot: int = 2000, seed: int = 0, groups: Sequence | None = None
+) -> dict[str, list[float]]:
+    """95% percentile bootstrap interval of the mean of each per-row column (a row's columns resampled
+    together; with ``groups``, whole groups: see :func:`bootstrap_means`).
 
     >>> bootstrap_cis({"HR@1": [1.0] * 10})
     {'HR@1': [1.0, 1.0]}
@@ -103,7 +133,7 @@ def bootstrap_cis(columns: Mapping[str, Sequence[float]], n_boot: int = 2000, se
     import numpy as np
 
     names = list(columns)
-    means = bootstrap_means(np.column_stack([columns[c] for c in names]), n_boot, seed)
+    means = bootstrap_means(np.column_stack([columns[c] for c in names]), n_boot, seed, groups)
     low, high = np.percentile(means, [2.5, 97.5], axis=0)
     return {c: [float(low[j]), float(high[j])] for j, c in enumerate(names)}
 
@@ -150,8 +180,11 @@ def per_row(ranks: Sequence[int | None], metric: str) -> list[float]:
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
-    """Mean of ``a - b`` over rows with a 95% percentile bootstrap interval (rows resampled together).
+def paired_bootstrap(
+    a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0, groups: Sequence | None = None
+) -> dict[str, float]:
+    """Mean of ``a - b`` over rows with a 95% percentile bootstrap interval (a row's two values are
+    resampled together; with ``groups``, whole users: see :func:`bootstrap_means`).
 
     Returns:
         ``{"diff", "ci_low", "ci_high", "p_value"}`` where ``p_value`` is the two-sided bootstrap
@@ -162,7 +195,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
     x = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     if len(x) == 0:
         raise ValueError("paired_bootstrap needs at least one row")
-    means = bootstrap_means(x, n_boot, seed)
+    means = bootstrap_means(x, n_boot, seed, groups)
     p = 2 * min((means <= 0).mean(), (means >= 0).mean())
     return {
         "diff": float(x.mean()),
@@ -170,3 +203,22 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], n_boot: int = 2000,
         "ci_high": float(np.percentile(means, 97.5)),
         "p_value": float(min(1.0, p)),
     }
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values tested together (family-wise error control).
+
+    The ``i``-th smallest p-value is multiplied by ``m - i`` (``i`` from 0), then made monotone and
+    capped at 1; a comparison is significant at level a when its adjusted p-value is below a.
+
+    >>> holm([0.01, 0.04, 0.03, 0.5])
+    [0.04, 0.09, 0.09, 0.5]
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        out[i] = round(running, 12)
+    return out

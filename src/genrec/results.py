@@ -18,15 +18,25 @@ log = logging.getLogger(__name__)
 
 
 def write_results(
-    rows: list[dict], targets: list[str], valid: set[str], results_json: str, metrics_json: str, extra: dict
+    rows: list[dict],
+    targets: list[str],
+    valid: set[str],
+    results_json: str,
+    metrics_json: str,
+    extra: dict,
+    bootstrap: str = "user",
 ) -> dict:
     """Compute metrics for ranked rows and write both result files (shared with the baselines).
+
+    ``bootstrap`` is what the intervals resample: ``user`` (each row's ``user_id`` with all its rows)
+    or ``row`` (see :mod:`genrec.metrics`).
 
     Raises:
         RuntimeError: a prediction is not in ``valid`` (constrained decoding and the baselines only
             rank real items, so this is a bug); nothing is written.
     """
-    metrics = ranking_metrics([r["predict"] for r in rows], targets, valid)
+    users = [str(r["user_id"]) for r in rows] if bootstrap == "user" else None
+    metrics = ranking_metrics([r["predict"] for r in rows], targets, valid, users=users)
     if metrics["invalid_rate"] != 0:
         raise RuntimeError(f"{metrics['invalid_rate']:.2%} of predicted entries are not valid items; nothing written")
     metrics.update(extra)
@@ -44,7 +54,13 @@ def write_results(
 
 
 def write_item_rankings(
-    test, rankings: list[list[int]], n_items: int, results_json: str, metrics_json: str, extra: dict
+    test,
+    rankings: list[list[int]],
+    n_items: int,
+    results_json: str,
+    metrics_json: str,
+    extra: dict,
+    bootstrap: str = "user",
 ) -> dict:
     """Score per-row rankings of item ids against a split's targets and write both result files.
 
@@ -63,4 +79,4 @@ def write_item_rankings(
         for u, h, t, ranking in zip(test["user_id"], test["history_item_id"], test["item_id"], rankings)
     ]
     targets = [str(t) for t in test["item_id"]]
-    return write_results(rows, targets, {str(i) for i in range(n_items)}, results_json, metrics_json, extra)
+    return write_results(rows, targets, {str(i) for i in range(n_items)}, results_json, metrics_json, extra, bootstrap)

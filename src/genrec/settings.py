@@ -20,6 +20,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from genrec.metrics import BOOTSTRAP_UNITS
+
 T = TypeVar("T", bound="_Settings")
 
 
@@ -541,6 +543,7 @@ class RLSettings(LoraSettings):
 
 # ----------------------------------------------------------------------------- evaluation
 EVAL_MODES = ("beam", "exact")
+EVAL_SPLITS = ("test", "valid")
 
 
 @dataclass(frozen=True)
@@ -568,7 +571,18 @@ class EvalSettings(_Settings):
         "weights while decoding: auto = bfloat16 on a GPU, float32 on CPU",
         choices=("auto", "float32", "bfloat16", "float16"),
     )
-    max_users: int = option(0, "0 = the whole test split; else the first N rows (quick looks only)", ge=0)
+    max_users: int = option(0, "0 = the whole split; else its first N rows (quick looks only)", ge=0)
+    split: str = option(
+        "test",
+        "the split every cell and baseline is scored on: valid while choosing settings, test once for the final "
+        "figure (docs/PROTOCOL.md)",
+        choices=EVAL_SPLITS,
+    )
+    bootstrap: str = option(
+        "user",
+        "what intervals and paired tests resample: user (all of a user's rows together) or row",
+        choices=BOOTSTRAP_UNITS,
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

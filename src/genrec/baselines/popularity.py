@@ -25,7 +25,13 @@ def popularity_ranking(train_targets: list[int], n_items: int, top_k: int) -> li
 
 
 def popularity(
-    settings: PopularitySettings, train_csv: str, split_csv: str, item_json: str, results_json: str, metrics_json: str
+    settings: PopularitySettings,
+    train_csv: str,
+    split_csv: str,
+    item_json: str,
+    results_json: str,
+    metrics_json: str,
+    bootstrap: str = "user",
 ) -> dict:
     """Rank the most popular training targets for every row of a split.
 
@@ -35,9 +41,10 @@ def popularity(
     Args:
         settings: the list length.
         train_csv: the training split, whose targets are counted.
-        split_csv: the split to rank (the test split in the workflow).
+        split_csv: the split to rank (``eval.split`` in the workflow).
         item_json: the catalogue.
         results_json, metrics_json: outputs.
+        bootstrap: what the intervals resample (``eval.bootstrap``).
     """
     log_settings(log, "popularity", settings)
     items = read_items(item_json)
@@ -52,4 +59,5 @@ def popularity(
         results_json,
         metrics_json,
         {"settings": settings.to_dict(), "split": split},
+        bootstrap,
     )

@@ -215,25 +215,30 @@ def run_baseline(
     settings: SeqRecSettings,
     train_csv: str,
     valid_csv: str,
-    test_csv: str,
+    split_csv: str,
     item_json: str,
     results_json: str,
     metrics_json: str,
     scorer_dir: str,
     threads: int | None = None,
+    bootstrap: str = "user",
 ) -> dict:
-    """Train SASRec or GRU4Rec on a dataset's splits, rank the whole catalogue for every test row, save all.
+    """Train SASRec or GRU4Rec on a dataset's splits, rank the whole catalogue for every row of the
+    evaluated split (``split_csv``: test, or valid while choosing settings), save all.
+
+    The epoch is selected on the validation split; scored on that same split (``eval.split: valid``)
+    the baseline's figure is optimistic, which makes comparisons against it conservative.
 
     Returns:
-        The test metrics (with training figures under ``train``).
+        The metrics (with training figures under ``train``).
     """
     log_settings(log, kind, settings)
     if threads:
         torch.set_num_threads(threads)
     n = len(read_items(item_json))
-    splits = {s: read_split(p, n_items=n) for s, p in (("train", train_csv), ("valid", valid_csv), ("test", test_csv))}
+    splits = {s: read_split(p, n_items=n) for s, p in (("train", train_csv), ("valid", valid_csv))}
     model, train_log = train(kind, settings, splits["train"], splits["valid"], n)
-    test = splits["test"]
+    test = read_split(split_csv, n_items=n)
     hist = encode_histories(test["history"], n, settings.max_len)
     start = time.perf_counter()
     with torch.no_grad():
@@ -247,6 +252,6 @@ def run_baseline(
         "train": {k: v for k, v in train_log.items() if k != "curve"},
         "curve": train_log["curve"],
         "settings": settings.to_dict(),
-        "split": "test",
+        "split": Path(split_csv).stem,
     }
-    return write_item_rankings(test, top.tolist(), n, results_json, metrics_json, extra)
+    return write_item_rankings(test, top.tolist(), n, results_json, metrics_json, extra, bootstrap)

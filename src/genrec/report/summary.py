@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from genrec.io import atomic_path, read_json
-from genrec.metrics import KS, paired_bootstrap, per_row, row_ranks
+from genrec.metrics import KS, holm, paired_bootstrap, per_row, row_ranks
 
 log = logging.getLogger(__name__)
 
@@ -18,10 +18,12 @@ COMPARED = ("HR@10", "NDCG@10")  # metrics of the paired comparisons
 ID_COLUMNS = ["dataset", "kind", "encoder", "sid", "sft", "rl", "baseline"]
 
 
-def _train_fraction(entry: dict) -> float | None:
+def _data_columns(entry: dict) -> dict:
+    """The training data a row's model saw: the fraction of training users kept and the training rows."""
     if "data_stats" not in entry:
-        return None
-    return read_json(entry["data_stats"], "data stats").get("train_fraction", 1.0)
+        return {"train_fraction": None, "train_rows": None}
+    stats = read_json(entry["data_stats"], "data stats")
+    return {"train_fraction": stats.get("train_fraction", 1.0), "train_rows": stats.get("train_rows")}
 
 
 def _rl_columns(cell: dict) -> dict:
@@ -34,7 +36,8 @@ def _rl_columns(cell: dict) -> dict:
 
 
 def _metric_columns(m: dict) -> dict:
-    out = {k: m.get(k) for k in METRIC_COLUMNS}
+    out = {"split": m.get("split", "test"), **{k: m.get(k) for k in METRIC_COLUMNS}, "users": m.get("users")}
+    out["ci_unit"] = m.get("ci_unit", "row")  # metrics written before user-level intervals resampled rows
     for k in CI_METRICS:
         low, high = (m.get("ci95") or {}).get(k, (None, None))
         out[f"{k}_ci_low"], out[f"{k}_ci_high"] = low, high
@@ -68,7 +71,7 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                 "sft": c["sft"],
                 "rl": c["rl"],
                 "baseline": "",
-                "train_fraction": _train_fraction(c),
+                **_data_columns(c),
                 **_metric_columns(m),
                 "sid_collision_rate_before": sid["collision_rate_before"],
                 "sid_collision_rate_after": sid["collision_rate_after"],
@@ -97,7 +100,7 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                 "sft": "",
                 "rl": "",
                 "baseline": b["baseline"],
-                "train_fraction": _train_fraction(b),
+                **_data_columns(b),
                 **_metric_columns(m),
                 "baseline_train_time_s": (m.get("train") or {}).get("train_time_s"),
                 "eval_users_per_s": m.get("users_per_s"),
@@ -140,7 +143,9 @@ def _paired(mine, theirs, where: str):
     return n, {m: v[:n] for m, v in a.items()}, {m: v[:n] for m, v in b.items()}
 
 
-def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_boot: int = 2000) -> pd.DataFrame:
+def compare(
+    cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_boot: int = 2000, bootstrap: str = "user"
+) -> pd.DataFrame:
     """Paired bootstrap comparisons of each LLM cell with its SFT parent and with the best baseline.
 
     The SFT parent of a cell is the cell with the same dataset, encoder, SID and SFT variant and
@@ -150,10 +155,18 @@ def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_bo
     cell was evaluated on the first ``eval.max_users`` rows only, the comparison uses those rows
     (``n``). Any other mismatch is an error.
 
+    The bootstrap resamples users (each with all of their paired rows) unless ``bootstrap`` is
+    ``row``. Every comparison of the file is one family for Holm's adjustment: ``p_holm`` controls
+    the chance of any false finding among them, ``family_size`` says how many there are and
+    ``cells_compared`` how many LLM cells they cover. Report ``p_holm`` when several comparisons are read
+    together (a matrix of cells); ``p_value`` only for one comparison named before the run.
+
     Args:
         cells, baselines: as for :func:`summarize`, each with ``results`` (its ``eval_results.json``).
         out_csv: ``comparisons.csv`` (written atomically): one row per (cell, reference, metric) with
-            ``diff`` (cell minus reference), its 95% interval and the two-sided bootstrap p-value.
+            ``diff`` (cell minus reference), its 95% interval, the two-sided bootstrap p-value and its
+            Holm adjustment, and the resampling unit.
+        bootstrap: ``user`` or ``row`` (``eval.bootstrap``).
 
     Raises:
         ValueError: two result files do not cover the same test rows in the same order.
@@ -177,6 +190,7 @@ def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_bo
             refs.append(("best_baseline", name, base_values[(c["dataset"], name)]))
         for kind, ref_name, ref_values in refs:
             n, mine, theirs = _paired(values[id(c)], ref_values, f"{_cell_name(c)} vs {ref_name}")
+            users = [u for u, _ in values[id(c)][0][:n]] if bootstrap == "user" else None
             for metric in COMPARED:
                 shortest = min(values[id(c)][2], ref_values[2])
                 if _cutoff(metric) > shortest:  # a list cut short would count its missing tail as misses
@@ -189,7 +203,7 @@ def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_bo
                         shortest,
                     )
                     continue
-                boot = paired_bootstrap(mine[metric], theirs[metric], n_boot=n_boot)
+                boot = paired_bootstrap(mine[metric], theirs[metric], n_boot=n_boot, groups=users)
                 rows.append(
                     {
                         "dataset": c["dataset"],
@@ -199,9 +213,17 @@ def compare(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_bo
                         "metric": metric,
                         **boot,
                         "n": n,
+                        "users": len(set(u for u, _ in values[id(c)][0][:n])),
+                        "ci_unit": bootstrap,
                     }
                 )
-    columns = ["dataset", "cell", "reference_kind", "reference", "metric", "diff", "ci_low", "ci_high", "p_value", "n"]
+    compared = len({(r["dataset"], r["cell"]) for r in rows})
+    for row, adjusted in zip(rows, holm([r["p_value"] for r in rows])):
+        row.update(p_holm=adjusted, family_size=len(rows), cells_compared=compared)
+    columns = [
+        "dataset", "cell", "reference_kind", "reference", "metric", "diff", "ci_low", "ci_high", "p_value",
+        "p_holm", "family_size", "cells_compared", "n", "users", "ci_unit",
+    ]  # fmt: skip
     table = pd.DataFrame(rows, columns=columns)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False)
