@@ -1,4 +1,5 @@
-"""Wall time and result of a whole workflow run, and each LLM cell's gain over popularity with 95% CIs.
+"""Wall time and result of a whole workflow run, and each LLM cell's gain over popularity with 95% CIs
+(paired bootstrap over users, each with all of their rows).
 
     .venv/bin/python bench/default_job.py            # the README's default job, in a new directory under /tmp
     .venv/bin/python bench/default_job.py --workdir .  # the same in ./ (reuses what ./results already has)
@@ -73,6 +74,7 @@ def main() -> None:
     summary = pd.read_csv(workdir / "results" / "summary.csv")
     out = {
         "benchmark": "default_job",
+        "ci_unit": "user",
         "wall_time_s": wall,
         "cores": args.cores,
         "device": "cpu",
@@ -92,7 +94,8 @@ def main() -> None:
             / f"rl-{row['rl']}"
         )
         pop = workdir / "results" / row["dataset"] / "baselines" / "popularity"
-        llm_ranks = row_ranks(json.loads((run / "eval_results.json").read_text()))
+        llm_rows = json.loads((run / "eval_results.json").read_text())
+        llm_ranks, users = row_ranks(llm_rows), [str(r["user_id"]) for r in llm_rows]
         first_ranks = first_ranks if out["cells"] else llm_ranks
         pop_ranks = row_ranks(json.loads((pop / "eval_results.json").read_text()))
         pop_ranks = pop_ranks[: len(llm_ranks)]  # eval.max_users: the same leading test rows
@@ -129,9 +132,9 @@ def main() -> None:
             a, b = per_row(llm_ranks, metric), per_row(pop_ranks, metric)
             cell[metric] = sum(a) / len(a)
             cell[f"popularity_{metric}"] = sum(b) / len(b)
-            cell[f"gain_{metric}"] = paired_bootstrap(a, b)
+            cell[f"gain_{metric}"] = paired_bootstrap(a, b, groups=users)  # users resampled with all their rows
             if out["cells"]:  # against the first LLM cell of the matrix, on the same test rows
-                cell[f"vs_first_cell_{metric}"] = paired_bootstrap(a, per_row(first_ranks, metric))
+                cell[f"vs_first_cell_{metric}"] = paired_bootstrap(a, per_row(first_ranks, metric), groups=users)
         out["cells"].append(cell)
     full = [c for c in out["cells"] if c["sft"]["mode"] == "full"]
     if full and len(out["cells"]) > 1:  # training speed of each mode relative to full fine-tuning

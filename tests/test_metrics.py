@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 
 from genrec.metrics import beam_miss, bootstrap_cis, ranking_metrics, target_rank
@@ -87,6 +88,43 @@ def test_bootstrap_intervals_cover_the_true_mean_about_95_percent_of_the_time():
         low, high = bootstrap_cis({"HR@10": draws}, n_boot=1000, seed=t)["HR@10"]
         covered += low <= true_p <= high
     assert 0.90 <= covered / trials <= 0.99
+
+
+def test_user_bootstrap_on_perfectly_correlated_rows_is_the_one_row_per_user_interval():
+    import numpy as np
+
+    from genrec.metrics import paired_bootstrap
+
+    rng = np.random.default_rng(3)
+    per_user = (rng.random(150) < 0.4).astype(float)  # one value per user
+    copies = 6
+    rows = np.repeat(per_user, copies)  # each user's 6 rows are identical: perfectly correlated
+    users = np.repeat([f"u{i}" for i in range(150)], copies)
+    one_row = bootstrap_cis({"HR@10": per_user})["HR@10"]
+    by_user = bootstrap_cis({"HR@10": rows}, groups=users)["HR@10"]
+    by_row = bootstrap_cis({"HR@10": rows})["HR@10"]
+    assert by_user == pytest.approx(one_row, abs=1e-12)  # the same draws, the same interval
+    assert (by_row[1] - by_row[0]) < 0.6 * (by_user[1] - by_user[0])  # rows as if independent: too narrow
+    other = np.repeat((rng.random(150) < 0.3).astype(float), copies)
+    paired_user = paired_bootstrap(rows, other, groups=users)
+    paired_one = paired_bootstrap(per_user, other[::copies])
+    assert paired_user == pytest.approx(paired_one, abs=1e-12)
+    assert paired_bootstrap(rows, other)["p_value"] <= paired_user["p_value"]
+
+
+def test_user_bootstrap_weights_users_by_their_rows():
+    from genrec.metrics import bootstrap_means
+
+    means = bootstrap_means([1.0, 1.0, 1.0, 0.0], n_boot=500, groups=["a", "a", "a", "b"])
+    assert set(np.round(means, 6)) <= {0.0, 0.75, 1.0}  # a resample is {a,a}, {a,b} or {b,b}
+
+
+def test_holm_controls_the_family():
+    from genrec.metrics import holm
+
+    assert holm([0.01, 0.04, 0.03, 0.5]) == [0.04, 0.09, 0.09, 0.5]
+    assert holm([0.2]) == [0.2] and holm([]) == []
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
 
 
 def test_beam_miss_counts_exact_top_items_the_beam_lost():

@@ -206,6 +206,25 @@ def test_grpo_learns_a_learnable_reward_and_keeps_targets(toy, tmp_path, monkeyp
     assert all(s["reward_exact_mean"] is None for s in steps[1::2])  # the second pass generates nothing
 
 
+def test_synced_reference_follows_the_policy(toy, tmp_path):
+    """With alpha 1 and a sync after every step, the reference is the policy each step starts from, so the
+    KL term is 0 from the second step on; the frozen reference drifts apart from the policy."""
+    root, ckpt, _ = toy
+    kl = {}
+    for sync in (False, True):
+        s = RLSettings(
+            method="grpo", rollout="sample", temperature=2.0, group_size=4, prompts_per_step=4, epochs=1,
+            learning_rate=0.005, beta=0.1, rewards={"exact": 1.0}, warmup_ratio=0.0, checkpoints_per_epoch=0,
+            sync_ref_model=sync, ref_model_mixup_alpha=1.0, ref_model_sync_steps=1,
+        )  # fmt: skip
+        out = tmp_path / str(sync)
+        run_rl(s, str(ckpt), str(out / "policy.json"), str(root / "train.csv"), str(root / "index.json"),
+               str(out / "final_checkpoint"))  # fmt: skip
+        kl[sync] = [step["kl"] for step in json.loads((out / "rl_log.json").read_text())["steps"]]
+    assert len(kl[True]) == 4 and all(abs(k) < 1e-6 for k in kl[True][1:])
+    assert kl[False][0] == pytest.approx(0, abs=1e-6) and max(kl[False][1:]) > 1e-4
+
+
 def test_rl_none_passes_the_sft_checkpoint_on(toy, tmp_path):
     _, ckpt, _ = toy
     run_rl(RLSettings(), str(ckpt), str(tmp_path / "policy.json"))
@@ -247,6 +266,8 @@ def test_grpo_refuses_a_group_larger_than_the_catalogue(toy, tmp_path):
         ({"method": "grpo", "rollout": "greedy"}, "rollout"),
         ({"method": "grpo", "rewards": {"collaborative": 1.0}, "scorer": "gru4rec"}, "add baselines: {gru4rec"),
         ({"method": "grpo", "rewards": {"exact": 0}}, "not all 0"),
+        ({"method": "grpo", "sync_ref_model": True, "beta": 0}, "sync_ref_model needs beta > 0"),
+        ({"method": "grpo", "sync_ref_model": True, "mode": "lora"}, "sync_ref_model needs beta > 0 .* mode: full"),
     ],
 )
 def test_rl_config_errors_are_named(entry, message):

@@ -7,10 +7,11 @@ from genrec.report.summary import compare
 
 
 def _results(path, items, hits):
-    """An eval_results.json of 20-item lists: row r ranks item items[r] first when hits[r], else not at all."""
+    """An eval_results.json of 20-item lists: row r ranks item items[r] first when hits[r], else not at
+    all; rows come two per user."""
     others = [1000 + j for j in range(20)]
     rows = [
-        {"item_id": i, "predict_items": [i, *others[:19]] if h else others, "input": "", "output": "", "predict": []}
+        {"user_id": f"u{i // 2}", "item_id": i, "predict_items": [i, *others[:19]] if h else others}
         for i, h in zip(items, hits)
     ]
     path.write_text(json.dumps(rows))
@@ -35,6 +36,11 @@ def test_compare_pairs_cells_with_their_sft_parent_and_the_best_baseline(tmp_pat
     hr = rl_vs_sft[rl_vs_sft["metric"] == "HR@10"].iloc[0]
     assert hr["diff"] == pytest.approx(0.75 - 0.5) and hr["ci_low"] > 0 and hr["p_value"] < 0.01
     assert len(table[table["cell"] == "e-s-f-none"]) == 2  # no parent for an SFT-only cell: baseline rows only
+    assert (table["ci_unit"] == "user").all() and (table["users"] == 100).all()
+    assert (table["family_size"] == len(table)).all() and (table["cells_compared"] == 2).all()
+    assert (table["p_holm"] >= table["p_value"]).all() and (table["p_holm"] <= 1).all()
+    by_row = compare([sft, rl], [weak, strong], str(tmp_path / "rows.csv"), bootstrap="row")
+    assert (by_row["ci_unit"] == "row").all() and (by_row["diff"] == table["diff"]).all()
     first_half = {**sft, "results": _results(tmp_path / "h.json", items[:100], [r % 2 == 0 for r in items[:100]])}
     half = compare([first_half], [weak, strong], str(tmp_path / "half.csv"))  # eval.max_users = 100
     assert (half["n"] == 100).all() and half.iloc[0]["diff"] == pytest.approx(0.5 - 0.6)

@@ -157,6 +157,10 @@ def test_partial_reruns_follow_the_edited_stage(tiny_run):
     edited["rl_variants"]["grpo"]["beta"] = 0.0
     write_config(workdir, edited)
     assert planned_jobs(workdir) == {"rl_grpo", "evaluate", "summary"}
+    edited = json.loads(json.dumps(config))
+    edited["eval"]["split"] = "valid"  # tuning: every cell and baseline is scored again, on validation
+    write_config(workdir, edited)
+    assert planned_jobs(workdir) == {"evaluate", "baseline_popularity", "baseline_seqrec", "summary"}
     write_config(workdir, config)
     assert planned_jobs(workdir) == set()
 

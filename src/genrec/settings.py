@@ -486,8 +486,15 @@ class RLSettings(LoraSettings):
         choices=("group", "batch", "none"),
     )
     beta: float = option(
-        0.001, "KL weight against the frozen SFT model (k3 estimator); 0 loads no reference model", ge=0
+        0.001, "KL weight against the reference model (k3 estimator); 0 loads no reference model", ge=0
     )
+    sync_ref_model: bool = option(
+        False,
+        "false: the reference is the frozen SFT model; true: every ref_model_sync_steps steps it moves towards "
+        "the policy, ref = alpha * policy + (1 - alpha) * ref (TRL's sync_ref_model; MiniOneRec's rl.sh sets it)",
+    )
+    ref_model_mixup_alpha: float = option(0.6, "sync_ref_model: the policy's share alpha in each update", gt=0, le=1)
+    ref_model_sync_steps: int = option(512, "sync_ref_model: optimizer steps between updates", ge=1)
     epsilon: float = option(0.2, "PPO clip range of the policy ratio (matters when num_iterations > 1)", gt=0)
     num_iterations: int = option(1, "optimisation passes over each batch of rollouts (mu)", ge=1)
     loss_type: str = option(
@@ -529,6 +536,11 @@ class RLSettings(LoraSettings):
         _check(
             any(w != 0 for w in self.rewards.values()),
             f"rl_variants.*.rewards: weights must be numbers, not all 0, got {self.rewards}",
+        )
+        _check(
+            not self.sync_ref_model or (self.beta > 0 and self.mode == "full"),
+            "rl_variants.*.sync_ref_model needs beta > 0 (a reference to sync) and mode: full (TRL cannot sync "
+            "a LoRA policy's reference, which is the model with its adapters switched off)",
         )
 
     @property
