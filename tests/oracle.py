@@ -30,10 +30,34 @@ class _FinishedSIDIsFree:
         return scores
 
 
+class _OnlyEOSAfterSID:
+    """After a finished SID only the EOS is allowed, at the model's own log-probability (MiniOneRec's scoring)."""
+
+    def __init__(self, done, eos_id):
+        self.done, self.eos_id = done, eos_id
+
+    def __call__(self, input_ids, scores):
+        for r, ids in enumerate(input_ids):
+            if self.done(ids):
+                keep = scores[r, self.eos_id].clone()
+                scores[r] = float("-inf")
+                scores[r, self.eos_id] = keep
+        return scores
+
+
 def hf_constrained_beam_search(
-    model, prompts: Sequence[Sequence[int]], tok, index: Mapping[int, Sequence[str]], num_beams: int
+    model,
+    prompts: Sequence[Sequence[int]],
+    tok,
+    index: Mapping[int, Sequence[str]],
+    num_beams: int,
+    eos_id: int | None = None,
 ) -> tuple[list[list[int]], torch.Tensor]:
-    """Top ``num_beams`` items per prompt and their scores ``(B, num_beams)``, best first."""
+    """Top ``num_beams`` items per prompt and their scores ``(B, num_beams)``, best first.
+
+    With ``eos_id`` the search also generates the EOS after each SID (only it is allowed there) and
+    scores it, as MiniOneRec's evaluation does (SIDs of one length only).
+    """
     from transformers import LogitsProcessorList
 
     seqs = {tuple(tok.convert_tokens_to_ids(list(t))): i for i, t in index.items()}
@@ -52,7 +76,7 @@ def hf_constrained_beam_search(
 
     def sid_of(row):
         new = row[width:].tolist()
-        while new and new[-1] == FILLER:
+        while new and (new[-1] == FILLER or (eos_id is not None and new[-1] in (eos_id, tok.pad_token_id))):
             new.pop()
         return tuple(new)
 
@@ -60,14 +84,18 @@ def hf_constrained_beam_search(
         return sid_of(row) in seqs
 
     def allowed(_, row):
-        return [FILLER] if done(row) else sorted(prefixes[sid_of(row)])
+        if done(row):
+            return [FILLER] if eos_id is None else [eos_id]
+        return sorted(prefixes[sid_of(row)])
+
+    finished = _FinishedSIDIsFree(done) if eos_id is None else _OnlyEOSAfterSID(done, eos_id)
 
     out = model.generate(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
         num_beams=num_beams,
         num_return_sequences=num_beams,
-        max_new_tokens=length,
+        max_new_tokens=length + (eos_id is not None),
         min_new_tokens=length,
         do_sample=False,
         top_k=None,
@@ -76,10 +104,11 @@ def hf_constrained_beam_search(
         length_penalty=0.0,
         early_stopping=True,
         prefix_allowed_tokens_fn=allowed,
-        logits_processor=LogitsProcessorList([_FinishedSIDIsFree(done)]),
+        logits_processor=LogitsProcessorList([finished]),
         output_scores=True,
         return_dict_in_generate=True,
         pad_token_id=tok.pad_token_id,
+        **({"eos_token_id": eos_id} if eos_id is not None else {}),
     )
     items = [seqs[sid_of(s)] for s in out.sequences]
     return [items[r * num_beams : (r + 1) * num_beams] for r in range(len(prompts))], out.sequences_scores.view(

@@ -106,6 +106,49 @@ def test_vectorised_beam_search_equals_the_hugging_face_oracle(model_and_index, 
         torch.testing.assert_close(scores, ref_scores.float(), atol=1e-4, rtol=1e-4)
 
 
+def test_eos_scoring_equals_the_oracle_that_generates_the_eos(model_and_index):
+    """MiniOneRec's scoring: the EOS after each SID is generated and scored. The same beams survive;
+    their scores gain the EOS log-probability and their order follows the sum."""
+    model, tok, idx, trie, prompts = _case(model_and_index, False)
+    eos = tok.eos_token_id
+    for beams in (4, 10):
+        plain, plain_scores = constrained_beam_search(model, prompts, trie, beams, tok.pad_token_id)
+        items, scores = constrained_beam_search(model, prompts, trie, beams, tok.pad_token_id, eos_id=eos)
+        ref_items, ref_scores = hf_constrained_beam_search(model, prompts, tok, idx, beams, eos_id=eos)
+        assert items.tolist() == ref_items
+        torch.testing.assert_close(scores, ref_scores.float(), atol=1e-4, rtol=1e-4)
+        for r in range(len(prompts)):
+            assert sorted(items[r].tolist()) == sorted(plain[r].tolist())
+            assert (scores[r] < plain_scores[r].max()).all()  # the EOS's log-probability is negative
+    with pytest.raises(ValueError, match="one length"):
+        mixed = _case(model_and_index, True)[3]
+        constrained_beam_search(model, prompts, mixed, 4, tok.pad_token_id, eos_id=eos)
+
+
+def test_ties_follow_the_stated_rule(model_and_index):
+    """With every next-token score equal (a zeroed output layer), every SID ties. Hugging Face's order is
+    then whatever torch.topk returns; ours is defined: the first SIDs in token order, the same in every
+    batch. The scores agree with the oracle's."""
+    import copy
+
+    model, tok, index = model_and_index
+    flat = copy.deepcopy(model)
+    with torch.no_grad():
+        flat.lm_head.weight = torch.nn.Parameter(torch.zeros_like(flat.lm_head.weight))
+    trie = SIDTrie.from_index(index, tok)
+    in_token_order = sorted(index, key=lambda i: tok.convert_tokens_to_ids(list(index[i])))
+    prompts = _prompts(tok, index)
+    for beams in (4, 10):
+        items, scores = constrained_beam_search(flat, prompts, trie, beams, tok.pad_token_id)
+        assert items.tolist() == [in_token_order[:beams]] * len(prompts)
+        _, ref_scores = hf_constrained_beam_search(flat, prompts, tok, index, beams)
+        torch.testing.assert_close(scores, ref_scores.float(), atol=1e-4, rtol=1e-4)
+        alone, _ = constrained_beam_search(flat, prompts[:1], trie, beams, tok.pad_token_id)
+        assert alone[0].tolist() == items[0].tolist()
+    exact = rank(flat, prompts, trie, tok.pad_token_id, mode="exact", top_k=5, progress=False)
+    assert exact.items.tolist() == [sorted(index)[:5]] * len(prompts)  # exact mode: lower item id first
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("chunk", [256, 3])
 @pytest.mark.parametrize("mixed", [False, True])
@@ -161,10 +204,10 @@ def test_batch_size_fits_memory_and_halves_on_oom(model_and_index, monkeypatch, 
 
     real = decoding.constrained_beam_search
 
-    def small_batches_only(model, batch, *args):
+    def small_batches_only(model, batch, *args, **kwargs):
         if len(batch) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(model, batch, *args)
+        return real(model, batch, *args, **kwargs)
 
     monkeypatch.setattr(decoding, "constrained_beam_search", small_batches_only)
     halved = rank(model, prompts, trie, tok.pad_token_id, num_beams=10, max_batch=4, progress=False)

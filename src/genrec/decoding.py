@@ -68,6 +68,11 @@ class SIDTrie:
         return (self.node_depth >= 1) & (self.leaf_item < 0) & (self.node_token >= 0)
 
     @property
+    def mixed_lengths(self) -> bool:
+        """Whether some SID is shorter than the longest."""
+        return bool(((self.leaf_item >= 0) & (self.node_depth < self.depth)).any())
+
+    @property
     def n_inner(self) -> int:
         return int(self.inner_mask.sum())
 
@@ -222,8 +227,14 @@ def constrained_beam_search(
     pad_id: int,
     temperature: float | None = None,
     generator: torch.Generator | None = None,
+    eos_id: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top SIDs per prompt by beam search restricted to the index, or (``temperature``) distinct samples.
+
+    Ties are broken by a fixed rule (a stable sort where Hugging Face uses ``torch.topk``, whose order
+    among equal values is unspecified): among candidates of equal score, the one extending the
+    better-ranked beam wins, then the smaller token id. With every score tied, the result is the
+    first ``num_beams`` SIDs in token order.
 
     Args:
         model: a causal LM whose vocabulary holds the SID tokens.
@@ -238,17 +249,23 @@ def constrained_beam_search(
             children's log-probabilities divided by ``temperature``, as masked sampling draws).
             These are GRPO's ``sample`` rollouts: a group of distinct SIDs. Results come in key order.
         generator: the random source of the Gumbel noise (stochastic mode only).
+        eos_id: also score the end-of-response token after each final beam and rank by the sum, as
+            MiniOneRec's evaluation does (its beam search generates the EOS too, with no length
+            penalty). The beams kept are the same; only their order and scores change. Needs SIDs of
+            one length.
 
     Returns:
         ``items`` ``(B, num_beams)`` int64 (-1 where the catalogue has fewer SIDs) and
-        ``scores`` ``(B, num_beams)`` float32 sums of SID token log-probabilities under the untempered
-        model; best first in beam search.
+        ``scores`` ``(B, num_beams)`` float32 sums of SID token log-probabilities (plus the EOS's
+        with ``eos_id``) under the untempered model; best first in beam search.
 
     Raises:
-        ValueError: ``temperature`` <= 0.
+        ValueError: ``temperature`` <= 0, or ``eos_id`` with SIDs of different lengths or sampling.
     """
     if temperature is not None and temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if eos_id is not None and (temperature is not None or trie.mixed_lengths):
+        raise ValueError("scoring the EOS needs beam search over SIDs of one length")
     stochastic = temperature is not None
     device = trie.children.device
     mask, pos, out = _prefill(model, prompts, pad_id, device)
@@ -279,7 +296,7 @@ def constrained_beam_search(
         else:
             ranked = cand
         k = min(num_beams, w * width)
-        top, flat = ranked.topk(k, dim=-1)  # (B, k)
+        top, flat = (t[:, :k] for t in ranked.sort(dim=-1, descending=True, stable=True))  # (B, k): the tie rule
         score = cand.gather(1, flat)
         if stochastic:
             key, phi = top, cand_phi.view(b, -1).gather(1, flat)
@@ -287,7 +304,7 @@ def constrained_beam_search(
         new_tok = cand_tok.view(b, -1).gather(1, flat)  # (B, k)
         node = cand_node.view(b, -1).gather(1, flat)
         node = node.masked_fill(score == NEG_INF, trie.sink)
-        if level == trie.depth - 1:
+        if level == trie.depth - 1 and eos_id is None:
             break
         rows = (torch.arange(b, device=device).unsqueeze(1) * w + src).view(-1)  # (B*k,) cache rows
         cache.reorder_cache(rows)
@@ -296,6 +313,10 @@ def constrained_beam_search(
         )
         cache = out.cache
         logp = _last_logp(out)
+        if level == trie.depth - 1:  # eos_id: add each final beam's EOS log-probability and re-rank
+            score = score + logp.view(b, k, -1)[..., eos_id]
+            score, order = score.sort(dim=-1, descending=True, stable=True)
+            node = node.gather(1, order)
     items = trie.leaf_item[node]  # (B, k)
     items = items.masked_fill(score == NEG_INF, -1)
     if items.shape[1] < num_beams:  # catalogue smaller than the beam
@@ -532,6 +553,7 @@ def rank(
     memory_fraction: float = _EVAL.memory_fraction,
     chunk: int = _EVAL.exact_chunk,
     progress: bool = True,
+    eos_id: int | None = None,
 ) -> Ranking:
     """Rank the index's SIDs for every prompt: the entry point of evaluation and recommend.
 
@@ -553,9 +575,13 @@ def rank(
         memory_fraction: share of the free memory decoding may plan to use.
         chunk: inner nodes per forward pass (exact mode).
         progress: show a progress bar.
+        eos_id: beam mode: add the end-of-response token's log-probability to each SID's score
+            (``eval.score_eos``, MiniOneRec's scoring; see :func:`constrained_beam_search`).
+
+    Ties: beam mode as :func:`constrained_beam_search`; exact mode puts the lower item id first.
 
     Raises:
-        ValueError: unknown mode, or ``top_k`` > ``num_beams`` in beam mode.
+        ValueError: unknown mode, ``top_k`` > ``num_beams`` in beam mode, or ``eos_id`` in exact mode.
         MemoryError: one user does not fit.
     """
     from genrec.devices import available_memory_bytes
@@ -565,6 +591,8 @@ def rank(
     k = top_k or num_beams
     if mode == "beam" and k > num_beams:
         raise ValueError(f"top_k {k} > num_beams {num_beams}: beam search returns at most num_beams SIDs")
+    if mode == "exact" and eos_id is not None:
+        raise ValueError("scoring the EOS is implemented for beam mode only")
     device = trie.children.device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     longest = max((len(p) for p in prompts), default=1)
@@ -591,11 +619,13 @@ def rank(
         batch_prompts = [prompts[i] for i in chunk_rows]
         try:
             if mode == "beam":
-                got_items, got_scores = constrained_beam_search(model, batch_prompts, trie, num_beams, pad_id)
+                got_items, got_scores = constrained_beam_search(
+                    model, batch_prompts, trie, num_beams, pad_id, eos_id=eos_id
+                )
                 got_items, got_scores = got_items[:, :k], got_scores[:, :k]
             else:
                 full = score_catalogue(model, batch_prompts, trie, pad_id, chunk)
-                got_scores, idx = full.topk(min(k, full.shape[1]), dim=-1)
+                got_scores, idx = (t[:, :k] for t in full.sort(dim=-1, descending=True, stable=True))
                 got_items = item_ids[idx]
         except torch.OutOfMemoryError:
             if batch == 1:

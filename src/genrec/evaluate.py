@@ -19,7 +19,7 @@ from genrec.decoding import SIDTrie, rank
 from genrec.devices import peak_memory_gb, pick_device, reset_peak_memory
 from genrec.io import read_json
 from genrec.logs import log_settings
-from genrec.prompts import next_item_text, prompt_ids
+from genrec.prompts import end_of_response_id, next_item_text, prompt_ids
 from genrec.results import write_results
 from genrec.settings import EvalSettings
 from genrec.sids.format import load_index, sid_strings
@@ -78,6 +78,7 @@ def evaluate(
         top_k=settings.list_length,
         max_batch=settings.batch_size,
         memory_fraction=settings.memory_fraction,
+        eos_id=end_of_response_id(tokenizer) if settings.score_eos else None,
         chunk=settings.exact_chunk,
     )
     rows, targets = [], []

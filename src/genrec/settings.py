@@ -584,6 +584,11 @@ class EvalSettings(_Settings):
         choices=("auto", "float32", "bfloat16", "float16"),
     )
     max_users: int = option(0, "0 = the whole split; else its first N rows (quick looks only)", ge=0)
+    score_eos: bool = option(
+        False,
+        "beam mode: add the end-of-response token's log-probability to each SID's score and rank by the sum, "
+        "as MiniOneRec does; false: SID tokens only",
+    )
     split: str = option(
         "test",
         "the split every cell and baseline is scored on: valid while choosing settings, test once for the final "
@@ -602,6 +607,7 @@ class EvalSettings(_Settings):
             self.mode == "exact" or self.top_k <= self.num_beams,
             "eval.top_k must be between 1 and num_beams (0 = num_beams) in beam mode",
         )
+        _check(not (self.score_eos and self.mode == "exact"), "eval.score_eos is implemented for mode: beam only")
 
     @property
     def list_length(self) -> int:
