@@ -22,10 +22,13 @@ def _toy(n_rows, seed):
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("kind", ["sasrec", "gru4rec"])
-def test_learns_a_sequence_rule_far_above_popularity(kind):
+@pytest.mark.parametrize(
+    "kind, loss", [("sasrec", "ce"), ("gru4rec", "ce"), ("sasrec_minionerec", "bce")], ids=lambda v: str(v)
+)
+def test_learns_a_sequence_rule_far_above_popularity(kind, loss):
     train_df, valid_df, test_df = _toy(2000, 0), _toy(200, 1), _toy(300, 2)
-    model, log = train(kind, SeqRecSettings(max_epochs=80, patience=10), train_df, valid_df, N_ITEMS, progress=False)
+    settings = SeqRecSettings(max_epochs=80, patience=10, loss=loss)
+    model, log = train(kind, settings, train_df, valid_df, N_ITEMS, progress=False)
     hist = encode_histories(test_df["history"], N_ITEMS, 10)
     hr10 = sum(per_row(target_ranks(model, hist, torch.tensor(test_df["item_id"].to_numpy())), "HR@10")) / len(hist)
     popular = train_df["item_id"].value_counts().index[:10]
@@ -51,7 +54,7 @@ def test_training_is_seeded():
     assert torch.equal(a(hist), b(hist))
 
 
-@pytest.mark.parametrize("kind", ["sasrec", "gru4rec"])
+@pytest.mark.parametrize("kind", ["sasrec", "gru4rec", "sasrec_minionerec"])
 def test_padding_does_not_change_scores(kind):
     """A history scores the same with or without left padding: pads are masked (SASRec) or packed away (GRU4Rec)."""
     torch.manual_seed(0)
@@ -60,6 +63,24 @@ def test_padding_does_not_change_scores(kind):
     padded = model(encode_histories([[3, 6], [1, 2, 3, 4, 5, 6]], N_ITEMS, 6))
     torch.testing.assert_close(padded[:1], bare)
     assert not torch.allclose(padded[1], bare[0])
+
+
+def test_minionerec_sasrec_has_its_own_output_layer_and_bce_samples_one_other_item():
+    from genrec.baselines.seqrec import _loss
+
+    model = build_model("sasrec_minionerec", N_ITEMS, SeqRecSettings())
+    assert model.out.bias is not None and model.out.weight.data_ptr() != model.item.weight.data_ptr()
+    with pytest.raises(ValueError, match="single block"):
+        build_model("sasrec_minionerec", N_ITEMS, SeqRecSettings(blocks=2))
+    scores, targets = torch.randn(4, N_ITEMS), torch.tensor([0, 7, 49, 3])
+    gen = torch.Generator().manual_seed(0)
+    got = _loss(scores, targets, "bce", gen)
+    neg = torch.randint(0, N_ITEMS - 1, (4,), generator=torch.Generator().manual_seed(0))
+    neg = neg + (neg >= targets).long()
+    assert (neg != targets).all()
+    pos_term = torch.nn.functional.logsigmoid(scores[torch.arange(4), targets])
+    neg_term = torch.nn.functional.logsigmoid(-scores[torch.arange(4), neg])
+    torch.testing.assert_close(got, -(pos_term.sum() + neg_term.sum()) / 8)
 
 
 def test_unknown_kind_and_bad_settings():

@@ -69,7 +69,7 @@ def test_tiny_matrix_under_slurm_equals_the_local_run(cluster, tiny_run, tmp_pat
     # LoRA SFT variant (an adapter checkpoint crosses jobs), GRPO with the SASRec reward, popularity
     config = json.loads(json.dumps(config))
     config["experiments"][0]["sft_variants"] = ["short"]
-    del config["baselines"]["gru4rec"]
+    del config["baselines"]["gru4rec"], config["baselines"]["sasrec_minionerec"]
     write_config(tmp_path, config)
     env = _profile_env(cluster, GENREC_SLURM_MAX_CPUS=cluster.cpus, GENREC_SLURM_MAX_MEM_MB=cluster.mem_mb // 2)
     snakemake(

@@ -38,9 +38,11 @@ def test_tiny_matrix_outputs(tiny_run):
     assert len(index) == len(items) and len({"".join(v) for v in index.values()}) == len(items)
     assert {len(v) for v in index.values()} == {3}
     summary = pd.read_csv(res / "summary.csv")
-    assert len(summary) == 7  # 2 SFT x 2 RL cells + popularity, SASRec, GRU4Rec
-    assert sorted(summary["sft"].fillna("")) == ["", "", "", "full", "full", "short", "short"]
-    assert sorted(summary["baseline"].dropna()) == ["gru4rec", "popularity", "sasrec"]
+    assert len(summary) == 8  # 2 SFT x 2 RL cells + popularity, SASRec, GRU4Rec, MiniOneRec's SASRec
+    assert sorted(summary["sft"].fillna("")) == ["", "", "", "", "full", "full", "short", "short"]
+    assert sorted(summary["baseline"].dropna()) == ["gru4rec", "popularity", "sasrec", "sasrec_minionerec"]
+    assert (summary["split"] == "test").all() and (summary["ci_unit"] == "user").all()
+    assert (summary["users"] < summary["n"]).all() and (summary["train_rows"] > 0).all()
     from genrec.report.summary import METRIC_COLUMNS
 
     ci = ["HR@10_ci_low", "HR@10_ci_high", "NDCG@10_ci_low", "NDCG@10_ci_high"]
@@ -49,13 +51,16 @@ def test_tiny_matrix_outputs(tiny_run):
     assert (summary.loc[summary["kind"] == "llm", ["sft_resumes", "rl_resumes"]] == 0).all().all()
     grpo = summary[summary["rl"] == "grpo"]
     assert len(grpo) == 2 and (grpo["rl_train_time_s"] > 0).all() and (grpo["rl_peak_memory_gb"] > 0).all()
-    assert (summary.loc[summary["kind"] == "baseline", "baseline"] != "popularity").sum() == 2
-    assert summary.loc[summary["baseline"].isin(["sasrec", "gru4rec"]), "baseline_train_time_s"].gt(0).all()
+    assert (summary.loc[summary["kind"] == "baseline", "baseline"] != "popularity").sum() == 3
+    learned = summary["baseline"].isin(["sasrec", "gru4rec", "sasrec_minionerec"])
+    assert summary.loc[learned, "baseline_train_time_s"].gt(0).all()
     assert (summary["train_fraction"] == 1.0).all()
     assert (summary["HR@10_ci_low"] <= summary["HR@10"]).all() and (summary["HR@10"] <= summary["HR@10_ci_high"]).all()
     comparisons = pd.read_csv(res / "comparisons.csv")
     # 4 cells against the best baseline, the 2 GRPO cells against their SFT parent; HR@10 and NDCG@10 each
     assert len(comparisons) == (4 + 2) * 2 and comparisons["p_value"].between(0, 1).all()
+    assert (comparisons["family_size"] == 12).all() and (comparisons["cells_compared"] == 4).all()
+    assert (comparisons["p_holm"] >= comparisons["p_value"]).all()
     assert (comparisons["reference_kind"] == "sft_parent").sum() == 4
     llm = summary[summary["kind"] == "llm"]
     assert (llm["invalid_rate"] == 0).all() and llm[["HR@1", "HR@5", "NDCG@5", "MRR"]].notna().all().all()

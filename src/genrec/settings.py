@@ -449,7 +449,8 @@ class SFTSettings(LoraSettings):
 
 RL_METHODS = ("none", "grpo")
 RL_REWARDS = ("exact", "ranking", "prefix", "collaborative")  # see genrec.rl.rewards.REWARDS
-SEQREC_KINDS = ("sasrec", "gru4rec")  # the learned sequential baselines (genrec.baselines.seqrec)
+# the learned sequential baselines (genrec.baselines.seqrec); sasrec_minionerec is MiniOneRec's own SASRec model
+SEQREC_KINDS = ("sasrec", "gru4rec", "sasrec_minionerec")
 
 
 @dataclass(frozen=True)
@@ -641,7 +642,13 @@ class SeqRecSettings(_Settings):
     max_epochs: int = option(500, "epoch cap (MiniOneRec's sasrec.py default)", ge=1)
     patience: int = option(20, "epochs without a better validation NDCG@20 before stopping", ge=1)
     top_k: int = option(20, "length of the ranked list (at least 10, the K of the paired comparisons)", ge=10)
-    seed: int = option(0, "initialisation and batch-order seed")
+    loss: str = option(
+        "ce",
+        "ce: cross-entropy over the whole catalogue; bce: MiniOneRec's default, a binary loss on the target and "
+        "one uniformly sampled other item (sasrec_minionerec with loss: bce and batch_size: 1024 is its sasrec.py)",
+        choices=("ce", "bce"),
+    )
+    seed: int = option(0, "initialisation, batch-order and negative-sampling seed")
 
     def __post_init__(self) -> None:
         super().__post_init__()

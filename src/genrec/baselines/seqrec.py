@@ -1,15 +1,18 @@
 """Sequential recommenders over item ids: the SASRec and GRU4Rec baselines, and SASRec as an RL scorer.
 
-Both read a user's last ``max_len`` item ids (left-padded with the id ``n_items``) and score every
-item of the catalogue with the dot product of the sequence's last hidden state and the item
-embeddings. They train with cross-entropy over the whole catalogue (MiniOneRec's ``ce`` option;
-its default, a binary loss with one sampled negative, is weaker), Adam with L2 weight decay, and
-keep the epoch with the best validation NDCG@20, stopping after ``patience`` epochs without one.
-The defaults in :class:`genrec.settings.SeqRecSettings` are MiniOneRec's sasrec.py: hidden 32, one
-head, one block, dropout 0.3, history 10, lr 1e-3, L2 1e-5.
+Each reads a user's last ``max_len`` item ids (left-padded with the id ``n_items``) and scores every
+item of the catalogue. They train with cross-entropy over the whole catalogue by default (``loss: ce``,
+MiniOneRec's ``ce`` option; ``loss: bce`` is its default, a binary loss with one sampled negative),
+Adam with L2 weight decay, and keep the epoch with the best validation NDCG@20, stopping after
+``patience`` epochs without one. The defaults in :class:`genrec.settings.SeqRecSettings` are
+MiniOneRec's sasrec.py hyperparameters: hidden 32, one head, one block, dropout 0.3, history 10,
+lr 1e-3, L2 1e-5.
 
-* SASRec (Kang & McAuley, 2018): learned positions, pre-norm causal self-attention blocks.
-* GRU4Rec (Hidasi et al., 2016): a GRU over the item embeddings, its last state scores items.
+* ``sasrec`` (Kang & McAuley, 2018): learned positions, PyTorch's pre-norm causal self-attention
+  blocks, output tied to the item embeddings.
+* ``gru4rec`` (Hidasi et al., 2016): a GRU over the item embeddings, its last state scores items.
+* ``sasrec_minionerec``: MiniOneRec's own SASRec model (:class:`SASRecMiniOneRec`); with ``loss: bce``
+  and ``batch_size: 1024`` it is its sasrec.py, so its published figures can be checked like for like.
 
 Test rows are ranked by the same code and metrics (:func:`genrec.results.write_item_rankings`) as the
 LLM cells; the trained model is saved (``scorer/``) for use as a collaborative reward.
@@ -65,6 +68,69 @@ class SASRec(nn.Module):
         return self.norm(h[:, -1]) @ self.item.weight[:-1].T
 
 
+def _right_aligned(hist: torch.Tensor, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded histories as right-padded ones (real items from position 0) and their lengths.
+
+    >>> _right_aligned(torch.tensor([[9, 9, 4], [1, 2, 3]]), n_items=9)[0].tolist()
+    [[4, 9, 9], [1, 2, 3]]
+    """
+    length = hist.shape[1]
+    lengths = (hist != n_items).sum(1)
+    shift = (torch.arange(length, device=hist.device) + (length - lengths).unsqueeze(1)) % length
+    return hist.gather(1, shift), lengths
+
+
+class SASRecMiniOneRec(nn.Module):
+    """MiniOneRec's SASRec model (its ``sasrec.py`` with ``SASRecModules_ori.py``), for like-for-like checks
+    of its published figures; reimplemented here, the same computation.
+
+    Histories are right-padded with positions counted from the first item; item embeddings start at
+    N(0, 0.01) and are not scaled. One block: attention whose queries are layer-normed and whose keys
+    and values are the raw embeddings, scaled by the hidden size (not the head size), causal, with a
+    residual to the normed queries; then a position-wise feed-forward (ReLU) with its own residual and
+    layer norm, the padding zeroed, a last layer norm, and the state at the last real item scored by a
+    separate output layer with bias (not tied to the item embeddings).
+    """
+
+    def __init__(self, n_items: int, hidden: int, heads: int, blocks: int, max_len: int, dropout: float):
+        super().__init__()
+        if blocks != 1:
+            raise ValueError("sasrec_minionerec has MiniOneRec's single block: set blocks: 1")
+        self.n_items, self.heads, self.hidden = n_items, heads, hidden
+        self.item = nn.Embedding(n_items + 1, hidden)
+        nn.init.normal_(self.item.weight, 0, 0.01)
+        self.pos = nn.Embedding(max_len, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.norm_query, self.norm_ff, self.norm_out = (nn.LayerNorm(hidden) for _ in range(3))
+        self.query, self.key, self.value = (nn.Linear(hidden, hidden) for _ in range(3))
+        self.attn_drop = nn.Dropout(dropout)
+        self.ff_in, self.ff_out = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.ff_drop = nn.Dropout(dropout)
+        self.ff_norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, n_items)
+
+    def forward(self, hist: torch.Tensor) -> torch.Tensor:
+        """``(B, L)`` item ids, left-padded -> ``(B, n_items)`` scores."""
+        seq, lengths = _right_aligned(hist, self.n_items)
+        b, length = seq.shape
+        keep = (seq != self.n_items).unsqueeze(-1).float()
+        x = self.drop(self.item(seq) + self.pos.weight[:length]) * keep
+        q = self.norm_query(x)
+
+        def split(t: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, heads, L, H / heads)
+            return t.view(b, length, self.heads, -1).transpose(1, 2)
+
+        scores = split(self.query(q)) @ split(self.key(x)).transpose(-1, -2) / math.sqrt(self.hidden)
+        future = torch.ones(length, length, dtype=torch.bool, device=seq.device).triu(1)
+        attn = self.attn_drop(torch.softmax(scores.masked_fill(future, -(2.0**32) + 1), dim=-1))
+        h = (attn @ split(self.value(x))).transpose(1, 2).reshape(b, length, -1) + q
+        y = self.norm_ff(h)
+        h = self.ff_norm(self.ff_drop(self.ff_out(torch.relu(self.ff_in(y)))) + y) * keep
+        h = self.norm_out(h)
+        last = h[torch.arange(b, device=seq.device), (lengths - 1).clamp(min=0)]
+        return self.out(last)
+
+
 class GRU4Rec(nn.Module):
     """A GRU over the item embeddings of a history; its last state scores the catalogue."""
 
@@ -77,10 +143,8 @@ class GRU4Rec(nn.Module):
 
     def forward(self, hist: torch.Tensor) -> torch.Tensor:
         """``(B, L)`` item ids, left-padded -> ``(B, n_items)`` scores."""
-        b, length = hist.shape
-        lengths = (hist != self.n_items).sum(1).clamp(min=1)
-        shift = (torch.arange(length, device=hist.device) + (length - lengths).unsqueeze(1)) % length
-        right = hist.gather(1, shift)  # right-padded, for packing
+        right, lengths = _right_aligned(hist, self.n_items)  # right-padded, for packing
+        lengths = lengths.clamp(min=1)
         packed = nn.utils.rnn.pack_padded_sequence(
             self.drop(self.item(right)), lengths.cpu(), batch_first=True, enforce_sorted=False
         )
@@ -96,7 +160,7 @@ def build_model(kind: str, n_items: int, settings: SeqRecSettings) -> nn.Module:
     """
     if kind not in SEQREC_KINDS:
         raise ValueError(f"unknown sequential recommender {kind!r}: use one of {SEQREC_KINDS}")
-    cls = SASRec if kind == "sasrec" else GRU4Rec
+    cls = {"sasrec": SASRec, "gru4rec": GRU4Rec, "sasrec_minionerec": SASRecMiniOneRec}[kind]
     model = cls(
         n_items,
         hidden=settings.hidden,
@@ -162,7 +226,7 @@ def train(
         total = 0.0
         for s in range(0, len(x), settings.batch_size):
             idx = order[s : s + settings.batch_size]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss = _loss(model(x[idx]), y[idx], settings.loss, gen)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -187,6 +251,19 @@ def train(
         "train_time_s": elapsed,
         "curve": curve,
     }
+
+
+def _loss(scores: torch.Tensor, targets: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """``ce``: cross-entropy over the catalogue. ``bce``: MiniOneRec's binary loss, the target's logit
+    against 1 and one uniformly drawn other item's against 0, averaged over both."""
+    if kind == "ce":
+        return nn.functional.cross_entropy(scores, targets)
+    n = scores.shape[1]
+    neg = torch.randint(0, n - 1, targets.shape, generator=gen)
+    neg = neg + (neg >= targets).long()  # uniform over the items other than the target
+    logits = torch.cat([scores.gather(1, targets[:, None]), scores.gather(1, neg[:, None])])
+    labels = torch.cat([torch.ones(len(targets), 1), torch.zeros(len(targets), 1)])
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels)
 
 
 def save_scorer(model: nn.Module, kind: str, settings: SeqRecSettings, n_items: int, out_dir: str) -> None:
