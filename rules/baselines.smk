@@ -17,16 +17,36 @@ rule baseline_popularity:
         "../workflow_scripts/baseline_popularity.py"
 
 
-rule baseline_seqrec:
+rule baseline_seqrec_train:
     input:
         train="results/{dataset}/data/train.csv",
         valid="results/{dataset}/data/valid.csv",
+        item_json="results/{dataset}/data/item.json",
+    output:
+        scorer=directory("results/{dataset}/baselines/{seqrec}/scorer"),
+    log:
+        "results/logs/baselines/{dataset}-{seqrec}-train.log",
+    benchmark:
+        "results/benchmarks/baselines/{dataset}-{seqrec}-train.tsv"
+    wildcard_constraints:
+        seqrec="|".join(SEQREC_KINDS),
+    conda:
+        "../envs/genrec.yaml"
+    threads: 2
+    params:
+        settings=settings_of("baselines", "seqrec"),
+    script:
+        "../workflow_scripts/baseline_seqrec_train.py"
+
+
+rule baseline_seqrec:
+    input:
+        scorer=rules.baseline_seqrec_train.output.scorer,
         split=get_eval_split,
         item_json="results/{dataset}/data/item.json",
     output:
         results="results/{dataset}/baselines/{seqrec}/eval_results.json",
         metrics="results/{dataset}/baselines/{seqrec}/metrics.json",
-        scorer=directory("results/{dataset}/baselines/{seqrec}/scorer"),
     log:
         "results/logs/baselines/{dataset}-{seqrec}.log",
     benchmark:
@@ -37,7 +57,6 @@ rule baseline_seqrec:
         "../envs/genrec.yaml"
     threads: 2
     params:
-        settings=settings_of("baselines", "seqrec"),
         protocol=eval_protocol,
     script:
         "../workflow_scripts/baseline_seqrec.py"

@@ -80,7 +80,7 @@ def get_grpo_scorer(wc):
     s = RLSettings.from_json(stage_json(config, "rl_variants", wc.rl))
     if not s.needs_scorer:
         return {}
-    return {"scorer": expand(rules.baseline_seqrec.output.scorer, dataset=wc.dataset, seqrec=s.scorer)[0]}
+    return {"scorer": expand(rules.baseline_seqrec_train.output.scorer, dataset=wc.dataset, seqrec=s.scorer)[0]}
 
 
 def get_summary_cells():

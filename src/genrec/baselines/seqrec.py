@@ -266,11 +266,15 @@ def _loss(scores: torch.Tensor, targets: torch.Tensor, kind: str, gen: torch.Gen
     return nn.functional.binary_cross_entropy_with_logits(logits, labels)
 
 
-def save_scorer(model: nn.Module, kind: str, settings: SeqRecSettings, n_items: int, out_dir: str) -> None:
-    """Write ``model.pt`` (state dict) and ``config.json`` into ``out_dir`` (atomically, as a directory)."""
+def save_scorer(
+    model: nn.Module, kind: str, settings: SeqRecSettings, n_items: int, out_dir: str, train_log: dict | None = None
+) -> None:
+    """Write ``model.pt`` (state dict), ``config.json`` and ``train_log.json`` into ``out_dir``
+    (atomically, as a directory)."""
     with atomic_path(out_dir, is_dir=True) as tmp:
         torch.save(model.state_dict(), os.path.join(tmp, "model.pt"))
         write_json(os.path.join(tmp, "config.json"), {"kind": kind, "n_items": n_items, **settings.to_dict()})
+        write_json(os.path.join(tmp, "train_log.json"), train_log or {})
 
 
 def load_scorer(path: str | os.PathLike[str]) -> nn.Module:
@@ -287,6 +291,80 @@ def load_scorer(path: str | os.PathLike[str]) -> nn.Module:
     return model.eval()
 
 
+def train_baseline(
+    kind: str,
+    settings: SeqRecSettings,
+    train_csv: str,
+    valid_csv: str,
+    item_json: str,
+    scorer_dir: str,
+    threads: int | None = None,
+) -> dict:
+    """Train SASRec or GRU4Rec on the train split, selecting the epoch on validation, and save it as
+    ``scorer_dir`` (``model.pt``, ``config.json``, ``train_log.json``): rule ``baseline_seqrec_train``.
+
+    Training never sees the evaluated split, so switching ``eval.split`` rescores the baseline
+    without retraining it (nor the GRPO cells whose collaborative reward reads this scorer).
+
+    Returns:
+        The training log (epochs, best epoch, validation NDCG@20, time, curve).
+    """
+    log_settings(log, kind, settings)
+    if threads:
+        torch.set_num_threads(threads)
+    n = len(read_items(item_json))
+    splits = {s: read_split(p, n_items=n) for s, p in (("train", train_csv), ("valid", valid_csv))}
+    model, train_log = train(kind, settings, splits["train"], splits["valid"], n)
+    save_scorer(model, kind, settings, n, scorer_dir, train_log)
+    return train_log
+
+
+def score_baseline(
+    scorer_dir: str,
+    split_csv: str,
+    item_json: str,
+    results_json: str,
+    metrics_json: str,
+    threads: int | None = None,
+    bootstrap: str = "user",
+) -> dict:
+    """Rank the whole catalogue with a trained scorer for every row of the evaluated split
+    (``split_csv``: test, or valid while choosing settings) and write both result files: rule
+    ``baseline_seqrec``.
+
+    The epoch was selected on the validation split; scored on that same split (``eval.split: valid``)
+    the baseline's figure is optimistic, which makes comparisons against it conservative.
+
+    Returns:
+        The metrics (with the training figures under ``train``).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_scorer(scorer_dir)
+    cfg = read_json(Path(scorer_dir) / "config.json", "scorer config")
+    train_log = read_json(Path(scorer_dir) / "train_log.json", "scorer training log")
+    n = len(read_items(item_json))
+    if cfg["n_items"] != n:
+        raise ValueError(f"{scorer_dir} was trained on {cfg['n_items']} items, {item_json} has {n}")
+    test = read_split(split_csv, n_items=n)
+    hist = encode_histories(test["history"], n, model.max_len)
+    start = time.perf_counter()
+    with torch.no_grad():
+        top = torch.cat(
+            [model(hist[s : s + 1024]).topk(min(cfg["top_k"], n), dim=-1).indices for s in range(0, len(hist), 1024)]
+        )
+    rank_time = time.perf_counter() - start
+    settings = {k: v for k, v in cfg.items() if k not in ("kind", "n_items")}
+    extra = {
+        "users_per_s": len(test) / rank_time,
+        "train": {k: v for k, v in train_log.items() if k != "curve"},
+        "curve": train_log["curve"],
+        "settings": settings,
+        "split": Path(split_csv).stem,
+    }
+    return write_item_rankings(test, top.tolist(), n, results_json, metrics_json, extra, bootstrap)
+
+
 def run_baseline(
     kind: str,
     settings: SeqRecSettings,
@@ -300,35 +378,6 @@ def run_baseline(
     threads: int | None = None,
     bootstrap: str = "user",
 ) -> dict:
-    """Train SASRec or GRU4Rec on a dataset's splits, rank the whole catalogue for every row of the
-    evaluated split (``split_csv``: test, or valid while choosing settings), save all.
-
-    The epoch is selected on the validation split; scored on that same split (``eval.split: valid``)
-    the baseline's figure is optimistic, which makes comparisons against it conservative.
-
-    Returns:
-        The metrics (with training figures under ``train``).
-    """
-    log_settings(log, kind, settings)
-    if threads:
-        torch.set_num_threads(threads)
-    n = len(read_items(item_json))
-    splits = {s: read_split(p, n_items=n) for s, p in (("train", train_csv), ("valid", valid_csv))}
-    model, train_log = train(kind, settings, splits["train"], splits["valid"], n)
-    test = read_split(split_csv, n_items=n)
-    hist = encode_histories(test["history"], n, settings.max_len)
-    start = time.perf_counter()
-    with torch.no_grad():
-        top = torch.cat(
-            [model(hist[s : s + 1024]).topk(min(settings.top_k, n), dim=-1).indices for s in range(0, len(hist), 1024)]
-        )
-    rank_time = time.perf_counter() - start
-    save_scorer(model, kind, settings, n, scorer_dir)
-    extra = {
-        "users_per_s": len(test) / rank_time,
-        "train": {k: v for k, v in train_log.items() if k != "curve"},
-        "curve": train_log["curve"],
-        "settings": settings.to_dict(),
-        "split": Path(split_csv).stem,
-    }
-    return write_item_rankings(test, top.tolist(), n, results_json, metrics_json, extra, bootstrap)
+    """:func:`train_baseline` then :func:`score_baseline`: the two rules in one call (benchmarks)."""
+    train_baseline(kind, settings, train_csv, valid_csv, item_json, scorer_dir, threads)
+    return score_baseline(scorer_dir, split_csv, item_json, results_json, metrics_json, threads, bootstrap)
