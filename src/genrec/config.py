@@ -252,13 +252,14 @@ def check_models(config: dict[str, Any]) -> None:
 def model_source(config: dict[str, Any], section: str, name: str) -> str:
     """What identifies the weights a stage entry's model loads now (:func:`genrec.models.model_source`):
     a rule's params carry it, so a new package version or an edited model directory reruns the stage."""
-    from genrec.models import model_source as source
-
-    return _cached_source(json.dumps(_resolved(config, section, name)["model"], sort_keys=True), source)
+    return _cached_source(json.dumps(_resolved(config, section, name)["model"], sort_keys=True))
 
 
 @functools.cache
-def _cached_source(spec: str, source) -> str:
+def _cached_source(spec: str) -> str:
+    """One look per model entry and Snakefile parse (params functions run once per job)."""
+    from genrec.models import model_source as source
+
     return source(json.loads(spec))
 
 

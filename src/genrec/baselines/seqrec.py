@@ -286,8 +286,10 @@ def load_scorer(path: str | os.PathLike[str]) -> nn.Module:
     p = Path(path)
     cfg = read_json(p / "config.json", "scorer config")
     kind, n_items = cfg.pop("kind"), cfg.pop("n_items")
-    model = build_model(kind, n_items, SeqRecSettings.from_dict(cfg, f"scorer {p}"))
+    settings = SeqRecSettings.from_dict(cfg, f"scorer {p}")
+    model = build_model(kind, n_items, settings)
     model.load_state_dict(torch.load(p / "model.pt", weights_only=True))
+    model.settings = settings  # what it was trained with (score_baseline's list length)
     return model.eval()
 
 
@@ -341,25 +343,22 @@ def score_baseline(
     if threads:
         torch.set_num_threads(threads)
     model = load_scorer(scorer_dir)
-    cfg = read_json(Path(scorer_dir) / "config.json", "scorer config")
     train_log = read_json(Path(scorer_dir) / "train_log.json", "scorer training log")
     n = len(read_items(item_json))
-    if cfg["n_items"] != n:
-        raise ValueError(f"{scorer_dir} was trained on {cfg['n_items']} items, {item_json} has {n}")
+    if model.n_items != n:
+        raise ValueError(f"{scorer_dir} was trained on {model.n_items} items, {item_json} has {n}")
     test = read_split(split_csv, n_items=n)
     hist = encode_histories(test["history"], n, model.max_len)
     start = time.perf_counter()
     with torch.no_grad():
-        top = torch.cat(
-            [model(hist[s : s + 1024]).topk(min(cfg["top_k"], n), dim=-1).indices for s in range(0, len(hist), 1024)]
-        )
+        k = min(model.settings.top_k, n)
+        top = torch.cat([model(hist[s : s + 1024]).topk(k, dim=-1).indices for s in range(0, len(hist), 1024)])
     rank_time = time.perf_counter() - start
-    settings = {k: v for k, v in cfg.items() if k not in ("kind", "n_items")}
     extra = {
         "users_per_s": len(test) / rank_time,
         "train": {k: v for k, v in train_log.items() if k != "curve"},
         "curve": train_log["curve"],
-        "settings": settings,
+        "settings": model.settings.to_dict(),
         "split": Path(split_csv).stem,
     }
     return write_item_rankings(test, top.tolist(), n, results_json, metrics_json, extra, bootstrap)

@@ -190,7 +190,8 @@ def compare(
             refs.append(("best_baseline", name, base_values[(c["dataset"], name)]))
         for kind, ref_name, ref_values in refs:
             n, mine, theirs = _paired(values[id(c)], ref_values, f"{_cell_name(c)} vs {ref_name}")
-            users = [u for u, _ in values[id(c)][0][:n]] if bootstrap == "user" else None
+            row_users = [u for u, _ in values[id(c)][0][:n]]
+            users = row_users if bootstrap == "user" else None
             for metric in COMPARED:
                 shortest = min(values[id(c)][2], ref_values[2])
                 if _cutoff(metric) > shortest:  # a list cut short would count its missing tail as misses
@@ -213,7 +214,7 @@ def compare(
                         "metric": metric,
                         **boot,
                         "n": n,
-                        "users": len(set(u for u, _ in values[id(c)][0][:n])),
+                        "users": len(set(row_users)),
                         "ci_unit": bootstrap,
                     }
                 )
