@@ -1,6 +1,6 @@
 import pandas as pd
 
-from genrec.report.plots import FIGURES, plot_all
+from genrec.report.plots import FIGURES, method_labels, plot_all
 from genrec.report.summary import METRIC_COLUMNS
 
 
@@ -20,8 +20,8 @@ def test_every_figure_is_drawn_for_a_full_matrix_and_a_minimal_one(tmp_path):
             _row("syn100", "llm", 1.0, 0.45),
             _row("syn100", "llm", 1.0, 0.5, rl="grpo"),
             _row("syn100", "llm", 1.0, 0.4, sid="balanced"),
-            _row("syn25", "baseline", 0.25, 0.2, baseline="sasrec"),
-            _row("syn100", "baseline", 1.0, 0.35, baseline="sasrec"),
+            _row("syn25", "baseline", 0.25, 0.2, baseline="sasrec", below_popularity=True),
+            _row("syn100", "baseline", 1.0, 0.35, baseline="sasrec", below_popularity=False),
         ]
     )
     comparisons = pd.DataFrame(
@@ -44,5 +44,11 @@ def test_every_figure_is_drawn_for_a_full_matrix_and_a_minimal_one(tmp_path):
         for p in paths:
             with open(p, "rb") as f:
                 assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    labels, flagged = method_labels(pd.read_csv(tmp_path / "full_summary.csv"))
+    assert flagged == [False, False, False, False, True, False] and labels[4] == "sasrec\n(below most-popular)"
+    assert method_labels(minimal.drop(columns="below_popularity"))[1] == [
+        False,
+        False,
+    ]  # summaries from before the flag
     sizes = {f: (tmp_path / "full" / f"{f}.png").stat().st_size for f in FIGURES}
     assert all(size > 5000 for size in sizes.values())

@@ -96,3 +96,48 @@ def test_ties_rank_against_the_target():
             return torch.zeros(len(hist), N_ITEMS)
 
     assert target_ranks(Flat(), encode_histories([[1], [2]], N_ITEMS, 3), torch.tensor([0, 5])) == [N_ITEMS - 1] * 2
+
+
+def _plateau_toy(n_rows, seed):
+    """The step-by-3 rule for 40% of the rows, one of three popular items for the rest: a model first learns
+    popularity, and with MiniOneRec's binary loss and batch its validation score then sits flat near
+    most-popular's for tens of epochs before it learns the rule."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n_rows):
+        start, length = rng.randrange(N_ITEMS), rng.randrange(2, 8)
+        seq = [(start + 3 * j) % N_ITEMS for j in range(length + 1)]
+        target = rng.choice([0, 1, 2]) if rng.random() < 0.6 else seq[-1]
+        rows.append({"history": seq[:-1], "item_id": target})
+    return pd.DataFrame(rows)
+
+
+def test_selection_waits_for_validation_to_leave_the_popularity_plateau():
+    """Patience counted from epoch 1 stops on the plateau, at most-popular's level; counted from the first
+    epoch that beats most-popular by the margin, training gets past it and beats popularity on test."""
+    train_df, valid_df, test_df = _plateau_toy(1000, 0), _plateau_toy(300, 1), _plateau_toy(600, 2)
+    base = {"max_epochs": 300, "patience": 3, "loss": "bce", "batch_size": 1024, "learning_rate": 0.003}
+    hist = encode_histories(test_df["history"], N_ITEMS, 10)
+    targets = torch.tensor(test_df["item_id"].to_numpy())
+    results = {}
+    for start in ("start", "popularity"):
+        model, log = train(
+            "sasrec_minionerec",
+            SeqRecSettings(**base, patience_from=start),
+            train_df,
+            valid_df,
+            N_ITEMS,
+            progress=False,
+        )
+        results[start] = (sum(per_row(target_ranks(model, hist, targets), "NDCG@10")) / len(hist), log)
+    popular = train_df["item_id"].value_counts().index[:10].tolist()
+    position = {item: r for r, item in enumerate(popular)}
+    popularity_ndcg10 = sum(per_row([position.get(t) for t in test_df["item_id"]], "NDCG@10")) / len(test_df)
+    (old, old_log), (new, new_log) = results["start"], results["popularity"]
+    floor = old_log["popularity_valid_ndcg@20"] * 1.1
+    assert old_log["valid_ndcg@20"] < floor and old_log["left_plateau_epoch"] == 0  # stopped on the plateau
+    assert old < popularity_ndcg10 + 0.02, (old, popularity_ndcg10)
+    assert new_log["left_plateau_epoch"] > old_log["epochs"] and new_log["valid_ndcg@20"] > floor
+    assert new > popularity_ndcg10 + 0.04, (new, popularity_ndcg10)
+    # the rule only decides when to stop: both runs are the same epochs up to the first stop
+    assert new_log["curve"][: old_log["epochs"]] == old_log["curve"]

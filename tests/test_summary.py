@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from genrec.report.summary import compare
+from genrec.report.summary import below_popularity, compare, summarize
 
 
 def _results(path, items, hits):
@@ -48,3 +48,36 @@ def test_compare_pairs_cells_with_their_sft_parent_and_the_best_baseline(tmp_pat
     with pytest.raises(ValueError, match="same test rows"):
         compare([sft], [bad], str(tmp_path / "x.csv"))
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_learned_models_below_most_popular_are_flagged(tmp_path, caplog):
+    """A model below most-popular beyond the interval of the paired difference is flagged in summary.csv and
+    warned about; one above, or level within the interval, is not; comparisons.csv says when the best
+    baseline is most-popular."""
+    items = list(range(400))
+
+    def baseline(name, hits):
+        metrics = tmp_path / f"{name}.metrics.json"
+        metrics.write_text("{}")
+        return {
+            "dataset": "d",
+            "baseline": name,
+            "metrics": str(metrics),
+            "results": _results(tmp_path / f"{name}.json", items, hits),
+        }
+
+    popular = baseline("popularity", [r % 2 == 0 for r in items])  # HR@10 0.5
+    broken = baseline("sasrec", [r % 10 == 0 for r in items])  # 0.1: stopped on the plateau
+    good = baseline("gru4rec", [r % 10 < 8 for r in items])  # 0.8
+    level = baseline("sasrec_minionerec", [r % 2 == 0 or r == 1 for r in items])  # 0.5025
+    cell = {"dataset": "d", "encoder": "e", "sid": "s", "sft": "f", "rl": "none"}
+    bad_cell = {**cell, "results": _results(tmp_path / "c.json", items, [False] * 400)}
+    flags = below_popularity([bad_cell], [popular, broken, good, level])
+    assert flags == {id(bad_cell): True, id(broken): True, id(good): False, id(level): False}
+    table = summarize([], [popular, broken, good, level], str(tmp_path / "summary.csv"))
+    assert table["below_popularity"].tolist() == [None, True, False, False]
+    assert "sasrec scores below most-popular" in caplog.text and "gru4rec scores below" not in caplog.text
+    assert below_popularity([bad_cell], [good]) == {}  # no most-popular baseline: nothing to check against
+    comparisons = compare([bad_cell], [popular, broken], str(tmp_path / "comparisons.csv"))
+    assert comparisons["reference_is_popularity"].all() and "the best baseline is most-popular" in caplog.text
+    assert not compare([bad_cell], [popular, good], str(tmp_path / "c2.csv"))["reference_is_popularity"].any()

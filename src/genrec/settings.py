@@ -640,7 +640,22 @@ class SeqRecSettings(_Settings):
     weight_decay: float = option(0.00001, "Adam L2 penalty", ge=0)
     batch_size: int = option(256, "training rows per step", ge=1)
     max_epochs: int = option(500, "epoch cap (MiniOneRec's sasrec.py default)", ge=1)
-    patience: int = option(20, "epochs without a better validation NDCG@20 before stopping", ge=1)
+    patience: int = option(
+        20,
+        "epochs without a better validation NDCG@20 before stopping, counted (patience_from: popularity) only once "
+        "validation has left the most-popular plateau",
+        ge=1,
+    )
+    patience_from: str = option(
+        "popularity",
+        "popularity: the patience clock starts at the first epoch whose validation NDCG@20 beats the most-popular "
+        "ranking's by plateau_margin, so training cannot stop in the initial plateau where a model only learns "
+        "popularity (until then it runs to max_epochs); start: it counts from the first epoch (MiniOneRec's rule)",
+        choices=("popularity", "start"),
+    )
+    plateau_margin: float = option(
+        0.1, "how far, as a fraction, validation NDCG@20 must beat most-popular's to have left the plateau", ge=0
+    )
     top_k: int = option(20, "length of the ranked list (at least 10, the K of the paired comparisons)", ge=10)
     loss: str = option(
         "ce",

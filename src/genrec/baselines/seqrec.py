@@ -3,10 +3,13 @@
 Each reads a user's last ``max_len`` item ids (left-padded with the id ``n_items``) and scores every
 item of the catalogue. They train with cross-entropy over the whole catalogue by default (``loss: ce``,
 MiniOneRec's ``ce`` option; ``loss: bce`` is its default, a binary loss with one sampled negative),
-Adam with L2 weight decay, and keep the epoch with the best validation NDCG@20, stopping after
-``patience`` epochs without one. The defaults in :class:`genrec.settings.SeqRecSettings` are
-MiniOneRec's sasrec.py hyperparameters: hidden 32, one head, one block, dropout 0.3, history 10,
-lr 1e-3, L2 1e-5.
+Adam with L2 weight decay, and keep the epoch with the best validation NDCG@20 (:class:`Selection`).
+Training stops after ``patience`` epochs without a better one, counted only once validation NDCG@20 has
+beaten the most-popular ranking's by ``plateau_margin``: a model first learns popularity, and its
+validation score can sit flat on that plateau for longer than the patience before the sequential
+signal is learnt, so a clock started at epoch 1 can stop training there (docs/PROTOCOL.md). The
+defaults in :class:`genrec.settings.SeqRecSettings` are MiniOneRec's sasrec.py hyperparameters:
+hidden 32, one head, one block, dropout 0.3, history 10, lr 1e-3, L2 1e-5.
 
 * ``sasrec`` (Kang & McAuley, 2018): learned positions, PyTorch's pre-norm causal self-attention
   blocks, output tied to the item embeddings.
@@ -25,13 +28,14 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from genrec.baselines.popularity import popularity_ranking
 from genrec.data.format import read_items, read_split
 from genrec.io import atomic_path, read_json, write_json
 from genrec.logs import log_settings
@@ -199,14 +203,71 @@ def target_ranks(model: nn.Module, hist: torch.Tensor, targets: torch.Tensor, ba
     return ranks
 
 
+class Selection:
+    """The epoch-selection rule: keep the epoch with the best validation NDCG@20 and stop after
+    ``patience`` epochs without a better one, counting only from the first epoch above ``floor``.
+
+    ``floor`` is the most-popular ranking's validation NDCG@20 times ``1 + plateau_margin``
+    (``patience_from: popularity``), or None to count from the first epoch (``patience_from: start``).
+
+    >>> rule = Selection(patience=2, floor=0.5)
+    >>> [rule.update(e, v) for e, v in enumerate([0.1, 0.1, 0.1, 0.6, 0.7, 0.7, 0.7], 1)]
+    [True, False, False, True, True, False, False]
+    >>> rule.stopped, rule.best_epoch, rule.left_plateau_epoch
+    (True, 5, 4)
+    >>> rule = Selection(patience=2, floor=None)
+    >>> [rule.update(e, v) for e, v in enumerate([0.1, 0.1, 0.1], 1)], rule.stopped
+    ([True, False, False], True)
+    """
+
+    def __init__(self, patience: int, floor: float | None):
+        self.patience, self.floor = patience, floor
+        self.best, self.best_epoch, self.bad, self.stopped = -1.0, 0, 0, False
+        self.left_plateau_epoch: int | None = None if floor is not None else 0
+
+    def update(self, epoch: int, ndcg: float) -> bool:
+        """Record an epoch's validation NDCG@20; True when it is the best so far (keep its weights)."""
+        if self.left_plateau_epoch is None and ndcg > self.floor:
+            self.left_plateau_epoch = epoch
+        if ndcg > self.best:
+            self.best, self.best_epoch, self.bad = ndcg, epoch, 0
+            return True
+        if self.left_plateau_epoch is not None:
+            self.bad += 1
+            self.stopped = self.bad >= self.patience
+        return False
+
+
+def popularity_ndcg(train_targets: Sequence[int], targets: Sequence[int], n_items: int) -> float:
+    """NDCG@20 of the most-popular ranking (:func:`genrec.baselines.popularity.popularity_ranking`) on ``targets``.
+
+    >>> round(popularity_ndcg([3, 3, 1], [3, 1, 0], n_items=4), 4)  # ranks 1, 2, 3
+    0.7103
+    """
+    position = {item: r for r, item in enumerate(popularity_ranking(list(train_targets), n_items, n_items))}
+    return sum(per_row([position[t] for t in targets], "NDCG@20")) / len(targets)
+
+
 def train(
-    kind: str, settings: SeqRecSettings, train_df, valid_df, n_items: int, progress: bool = True
+    kind: str,
+    settings: SeqRecSettings,
+    train_df,
+    valid_df,
+    n_items: int,
+    progress: bool = True,
+    on_epoch: Callable[[int, nn.Module, float], None] | None = None,
 ) -> tuple[nn.Module, dict]:
-    """Train on the train split, selecting the epoch by validation NDCG@20.
+    """Train on the train split, selecting the epoch by validation NDCG@20 (:class:`Selection`).
+
+    Args:
+        on_epoch: called after each epoch with its number, the model and its validation NDCG@20 (the
+            plateau benchmark keeps what another rule would have selected; the rule only decides
+            when to stop, so the epochs are the same under any rule until one of them stops).
 
     Returns:
-        The best model (eval mode) and a log: epochs run, best epoch, its validation NDCG@20,
-        per-epoch loss and validation curve, time.
+        The best model (eval mode) and a log: epochs run, best epoch, its validation NDCG@20, the
+        most-popular ranking's, the epoch that left the plateau, per-epoch loss and validation
+        curve, time.
     """
     torch.manual_seed(settings.seed)
     model = build_model(kind, n_items, settings)
@@ -216,7 +277,9 @@ def train(
     vy = torch.tensor(valid_df["item_id"].to_numpy())
     opt = torch.optim.Adam(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     gen = torch.Generator().manual_seed(settings.seed)
-    best, best_state, best_epoch, bad = -1.0, None, 0, 0
+    popular = popularity_ndcg(y.tolist(), vy.tolist(), n_items)
+    floor = popular * (1 + settings.plateau_margin) if settings.patience_from == "popularity" else None
+    rule, best_state = Selection(settings.patience, floor), None
     curve: list[dict] = []
     start = time.perf_counter()
     bar = tqdm(range(1, settings.max_epochs + 1), desc=kind, unit="epoch", disable=not progress)
@@ -234,20 +297,31 @@ def train(
         ndcg = sum(per_row(target_ranks(model, vx, vy), "NDCG@20")) / len(vy)
         curve.append({"epoch": epoch, "train_loss": total / len(x), "valid_ndcg@20": ndcg})
         bar.set_postfix(loss=f"{total / len(x):.3f}", valid_ndcg20=f"{ndcg:.4f}")
-        if ndcg > best:
-            best, best_state, best_epoch, bad = ndcg, copy.deepcopy(model.state_dict()), epoch, 0
-        else:
-            bad += 1
-            if bad >= settings.patience:
-                break
+        if rule.update(epoch, ndcg):
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(epoch, model, ndcg)
+        if rule.stopped:
+            break
     model.load_state_dict(best_state)
     model.eval()
     elapsed = time.perf_counter() - start
-    log.info("%s: best validation NDCG@20 %.4f at epoch %d of %d (%.1f s)", kind, best, best_epoch, epoch, elapsed)
+    log.info(
+        "%s: best validation NDCG@20 %.4f at epoch %d of %d (%.1f s); most-popular's %.4f",
+        kind, rule.best, rule.best_epoch, epoch, elapsed, popular,
+    )  # fmt: skip
+    if rule.left_plateau_epoch is None:
+        log.warning(
+            "%s never beat most-popular's validation NDCG@20 (%.4f) by plateau_margin %.2f in %d epochs: "
+            "it is on the popularity plateau (raise max_epochs or learning_rate, or check the data)",
+            kind, popular, settings.plateau_margin, epoch,
+        )  # fmt: skip
     return model, {
         "epochs": epoch,
-        "best_epoch": best_epoch,
-        "valid_ndcg@20": best,
+        "best_epoch": rule.best_epoch,
+        "valid_ndcg@20": rule.best,
+        "popularity_valid_ndcg@20": popular,
+        "left_plateau_epoch": rule.left_plateau_epoch,
         "train_time_s": elapsed,
         "curve": curve,
     }

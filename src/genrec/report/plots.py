@@ -38,6 +38,15 @@ def row_label(row: pd.Series) -> str:
     return f"{row['encoder']}-{row['sid']}-{row['sft']}-{row['rl']}"
 
 
+def method_labels(rows: pd.DataFrame) -> tuple[list[str], list[bool]]:
+    """Each row's label, marked when the summary flags it ``below_popularity``, and the flags."""
+    column = rows["below_popularity"] if "below_popularity" in rows else pd.Series(False, index=rows.index)
+    flagged = [v is True or v == "True" for v in column.astype(object)]
+    return [
+        row_label(r) + ("\n(below most-popular)" if f else "") for (_, r), f in zip(rows.iterrows(), flagged)
+    ], flagged
+
+
 def _save(fig, path: str | os.PathLike[str], dpi: int = 100) -> None:
     """Lay out, write atomically as PNG, and close."""
     fig.tight_layout()
@@ -59,7 +68,8 @@ def _errorbars(ax, rows: pd.DataFrame, metric: str, offset: float, width: float,
 
 
 def plot_methods(summary: pd.DataFrame, path: str) -> None:
-    """HR@10 and NDCG@10 with 95% intervals for every cell and baseline, one panel per dataset."""
+    """HR@10 and NDCG@10 with 95% intervals for every cell and baseline, one panel per dataset; a model
+    flagged ``below_popularity`` in the summary has its label in red, marked so."""
     plt = _plt()
     datasets = sorted(summary["dataset"].unique())
     fig, axes = plt.subplots(
@@ -72,7 +82,11 @@ def plot_methods(summary: pd.DataFrame, path: str) -> None:
         rows = summary[summary["dataset"] == d].reset_index(drop=True)
         _errorbars(ax, rows, "HR@10", -0.2, 0.4, "HR@10")
         _errorbars(ax, rows, "NDCG@10", 0.2, 0.4, "NDCG@10")
-        ax.set_xticks(range(len(rows)), [row_label(r) for _, r in rows.iterrows()], rotation=20, ha="right")
+        labels, flagged = method_labels(rows)
+        ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right")
+        for tick, f in zip(ax.get_xticklabels(), flagged):
+            if f:
+                tick.set_color("tab:red")
         ax.set_title(f"{d}: HR@10 and NDCG@10 with 95% bootstrap intervals", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.legend()

@@ -44,19 +44,29 @@ def _metric_columns(m: dict) -> dict:
     return out
 
 
-def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) -> pd.DataFrame:
+def summarize(
+    cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_boot: int = 2000, bootstrap: str = "user"
+) -> pd.DataFrame:
     """Collect metrics files into ``summary.csv``.
 
+    Every learned model (LLM cell or trained baseline) of a dataset with a ``popularity`` baseline is
+    checked against it on the same rows (:func:`below_popularity`): ``below_popularity`` is True when
+    its HR@10 or NDCG@10 is below most-popular's beyond the 95% interval of the paired difference, and
+    the log warns. Such a model is broken (a baseline stopped on the popularity plateau, an LLM cell
+    that did not learn), and a comparison against it flatters whatever beats it.
+
     Args:
-        cells: per cell ``{"dataset", "encoder", "sid", "sft", "rl", "metrics", "sid_stats", "train_log"}``
-            (the last three are file paths), optionally ``data_stats`` (for ``train_fraction``) and
-            ``policy`` (the RL stage's ``policy.json``, for its train time and peak memory).
-        baselines: per baseline ``{"dataset", "baseline", "metrics"}``, optionally ``data_stats``.
+        cells: per cell ``{"dataset", "encoder", "sid", "sft", "rl", "metrics", "results", "sid_stats",
+            "train_log"}`` (file paths but the names), optionally ``data_stats`` (for ``train_fraction``)
+            and ``policy`` (the RL stage's ``policy.json``, for its train time and peak memory).
+        baselines: per baseline ``{"dataset", "baseline", "metrics", "results"}``, optionally ``data_stats``.
         out_csv: the table to write (atomically).
+        n_boot, bootstrap: the popularity check's resamples and unit (``eval.bootstrap``).
 
     Returns:
         The table.
     """
+    flags = below_popularity(cells, baselines, n_boot, bootstrap)
     rows = []
     for c in cells:
         m = read_json(c["metrics"], "metrics file")
@@ -87,6 +97,7 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                 **_rl_columns(c),
                 "eval_users_per_s": m.get("users_per_s"),
                 "eval_peak_memory_gb": m.get("peak_memory_gb"),
+                "below_popularity": flags.get(id(c)),
             }
         )
     for b in baselines:
@@ -103,7 +114,10 @@ def summarize(cells: Sequence[dict], baselines: Sequence[dict], out_csv: str) ->
                 **_data_columns(b),
                 **_metric_columns(m),
                 "baseline_train_time_s": (m.get("train") or {}).get("train_time_s"),
+                "baseline_best_epoch": (m.get("train") or {}).get("best_epoch"),
+                "baseline_epochs": (m.get("train") or {}).get("epochs"),
                 "eval_users_per_s": m.get("users_per_s"),
+                "below_popularity": flags.get(id(b)),
             }
         )
     table = pd.DataFrame(rows)
@@ -143,6 +157,43 @@ def _paired(mine, theirs, where: str):
     return n, {m: v[:n] for m, v in a.items()}, {m: v[:n] for m, v in b.items()}
 
 
+def below_popularity(
+    cells: Sequence[dict], baselines: Sequence[dict], n_boot: int = 2000, bootstrap: str = "user"
+) -> dict[int, bool]:
+    """Which learned models score below their dataset's most-popular baseline on the same rows.
+
+    Returns:
+        ``id(entry) -> flag`` for every cell and every baseline other than ``popularity`` of a dataset
+        that has a ``popularity`` baseline: True when the paired difference in HR@10 or NDCG@10 (the
+        model minus most-popular, users resampled unless ``bootstrap`` is ``row``) has its whole 95%
+        interval below 0. Entries of a dataset without one are absent (the column is left empty).
+    """
+    popular = {
+        b["dataset"]: (b, _per_row_values(b["results"], "popularity results"))
+        for b in baselines
+        if b["baseline"] == "popularity"
+    }
+    flags = {}
+    for entry in [*cells, *baselines]:
+        reference, theirs = popular.get(entry["dataset"], (None, None))
+        if reference is None or entry is reference:
+            continue
+        name = entry.get("baseline") or _cell_name(entry)
+        mine = _per_row_values(entry["results"], "results")
+        n, a, b = _paired(mine, theirs, f"{name} vs popularity")
+        users = [u for u, _ in mine[0][:n]] if bootstrap == "user" else None
+        below = {m: paired_bootstrap(a[m], b[m], n_boot=n_boot, groups=users) for m in COMPARED}
+        flags[id(entry)] = any(v["ci_high"] < 0 for v in below.values())
+        if flags[id(entry)]:
+            log.warning(
+                "%s/%s scores below most-popular on the same %d rows (%s): it did not learn, or stopped on the "
+                "popularity plateau; comparisons against it are not meaningful",
+                entry["dataset"], name, n,
+                ", ".join(f"{m} {v['diff']:+.4f} [{v['ci_low']:+.4f}, {v['ci_high']:+.4f}]" for m, v in below.items()),
+            )  # fmt: skip
+    return flags
+
+
 def compare(
     cells: Sequence[dict], baselines: Sequence[dict], out_csv: str, n_boot: int = 2000, bootstrap: str = "user"
 ) -> pd.DataFrame:
@@ -156,7 +207,9 @@ def compare(
     (``n``). Any other mismatch is an error.
 
     The bootstrap resamples users (each with all of their paired rows) unless ``bootstrap`` is
-    ``row``. Every comparison of the file is one family for Holm's adjustment: ``p_holm`` controls
+    ``row``. When the best baseline is ``popularity``, ``reference_is_popularity`` says so (and the log
+    warns): the learned baselines did not beat it, which usually means they did not train.
+    Every comparison of the file is one family for Holm's adjustment: ``p_holm`` controls
     the chance of any false finding among them, ``family_size`` says how many there are and
     ``cells_compared`` how many LLM cells they cover. Report ``p_holm`` when several comparisons are read
     together (a matrix of cells); ``p_value`` only for one comparison named before the run.
@@ -178,6 +231,9 @@ def compare(
         hits = sum(columns["HR@10"])
         if dataset not in best or hits > best[dataset][1]:
             best[dataset] = (name, hits)
+    for dataset, (name, _) in best.items():
+        if name == "popularity" and sum(d == dataset for d, _ in base_values) > 1:
+            log.warning("%s: the best baseline is most-popular; the learned baselines did not beat it", dataset)
     parents = {(c["dataset"], c["encoder"], c["sid"], c["sft"]): c for c in cells if c["rl"] == "none"}
     rows = []
     for c in cells:
@@ -216,6 +272,7 @@ def compare(
                         "n": n,
                         "users": len(set(row_users)),
                         "ci_unit": bootstrap,
+                        "reference_is_popularity": ref_name == "popularity",
                     }
                 )
     compared = len({(r["dataset"], r["cell"]) for r in rows})
@@ -223,7 +280,7 @@ def compare(
         row.update(p_holm=adjusted, family_size=len(rows), cells_compared=compared)
     columns = [
         "dataset", "cell", "reference_kind", "reference", "metric", "diff", "ci_low", "ci_high", "p_value",
-        "p_holm", "family_size", "cells_compared", "n", "users", "ci_unit",
+        "p_holm", "family_size", "cells_compared", "n", "users", "ci_unit", "reference_is_popularity",
     ]  # fmt: skip
     table = pd.DataFrame(rows, columns=columns)
     with atomic_path(out_csv) as tmp:
