@@ -654,7 +654,7 @@ class SeqRecSettings(_Settings):
         choices=("popularity", "start"),
     )
     plateau_margin: float = option(
-        0.1, "how far, as a fraction, validation NDCG@20 must beat most-popular's to have left the plateau", ge=0
+        0.2, "how far, as a fraction, validation NDCG@20 must beat most-popular's to have left the plateau", ge=0
     )
     top_k: int = option(20, "length of the ranked list (at least 10, the K of the paired comparisons)", ge=10)
     loss: str = option(
