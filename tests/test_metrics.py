@@ -133,3 +133,42 @@ def test_beam_miss_counts_exact_top_items_the_beam_lost():
         "miss_rate": 2 / 6,
         "users_with_miss": 0.5,
     }
+
+
+def test_text_metrics_match_hand_computed_cases_english_and_chinese():
+    from sacrebleu.metrics import BLEU
+
+    from genrec.metrics import text_metrics
+
+    en = text_metrics(["The cat sat on the mat."], ["the cat sat on a mat"], n_boot=50)
+    # unigrams: 5 of 6 shared each way; bigrams: the-cat, cat-sat, sat-on of 5; LCS: the cat sat on mat
+    assert en["ROUGE-1"] == pytest.approx(100 * 5 / 6) and en["ROUGE-2"] == pytest.approx(100 * 3 / 5)
+    assert en["ROUGE-L"] == pytest.approx(100 * 5 / 6)
+    assert en["BLEU"] == pytest.approx(
+        BLEU().corpus_score(["the cat sat on the mat"], [["the cat sat on a mat"]]).score
+    )
+    zh = text_metrics(["惠普墨盒黑色"], ["惠普黑色墨盒"], n_boot=50)  # one token per character
+    # the same six characters; bigrams 惠普, 墨盒, 黑色 shared of 5; longest common subsequence 惠普墨盒 (4 of 6)
+    assert zh["ROUGE-1"] == pytest.approx(100) and zh["ROUGE-2"] == pytest.approx(60)
+    assert zh["ROUGE-L"] == pytest.approx(100 * 4 / 6)
+    assert zh["BLEU"] == pytest.approx(BLEU(tokenize="zh").corpus_score(["惠普墨盒黑色"], [["惠普黑色墨盒"]]).score)
+    same = text_metrics(
+        ["一样的答案", "the same answer is given here"], ["一样的答案", "the same answer is given here"], n_boot=50
+    )
+    assert all(same[m] == pytest.approx(100) for m in ("ROUGE-1", "ROUGE-2", "ROUGE-L", "BLEU"))
+    assert same["ci95"]["BLEU"] == pytest.approx([100, 100])
+    wrong = text_metrics(["nothing alike", ""], ["一样的答案", "the same answer is given here"], n_boot=50)
+    assert wrong["ROUGE-1"] == 0 and wrong["BLEU"] == 0
+    with pytest.raises(ValueError, match="as many predictions as references"):
+        text_metrics(["a"], ["a", "b"])
+
+
+def test_text_metric_intervals_resample_examples_and_bleu_is_the_corpus_score_of_the_resample():
+    from genrec.metrics import text_metrics
+
+    preds = ["a b c d e", "a b x y", "p q r s", "a b c", "z"] * 8
+    refs = ["a b c d e", "a b c d", "p q r t", "a b c d", "y"] * 8
+    m = text_metrics(preds, refs, n_boot=500)
+    for metric, (low, high) in m["ci95"].items():
+        assert low < m[metric] < high, metric
+    assert m["n"] == 40 and len(m["per_example"]["ROUGE-1"]) == 40
