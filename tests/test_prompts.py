@@ -98,3 +98,30 @@ def test_long_item_text_is_shortened_to_fit(tok):
     desc = " ".join(f"word{i}" for i in range(200))
     ex = task_example(tok, "desc2sid", 80, description=desc, target_sid="<a_1><b_2><c_3>")
     assert len(ex["input_ids"]) <= 80 and ex["input_ids"][-4:-1] == sid_ids(tok, "<a_1><b_2><c_3>")
+
+
+def test_chat_example_trains_on_the_answer_only_with_the_models_own_template():
+    from tiny import smollm2_tokenizer
+
+    from genrec.prompts import chat_example
+
+    tok = smollm2_tokenizer()
+    chat = [
+        {"role": "user", "content": "Which brand makes this product: Blue Pen?"},
+        {"role": "assistant", "content": "Acme"},
+    ]
+    ex = chat_example(tok, chat, max_length=256)
+    n_prompt = ex["labels"].count(-100)
+    assert ex["labels"][:n_prompt] == [-100] * n_prompt and -100 not in ex["labels"][n_prompt:]
+    assert ex["input_ids"][n_prompt:] == ex["labels"][n_prompt:]
+    assert tok.decode(ex["labels"][n_prompt:]) == "Acme<|im_end|>"  # the answer and the end of its turn
+    prompt = tok.decode(ex["input_ids"][:n_prompt])
+    assert prompt.endswith("Blue Pen?<|im_end|>\n<|im_start|>assistant\n")
+    assert tok.apply_chat_template(chat, tokenize=False).startswith(tok.decode(ex["input_ids"]))  # the template's own
+    long = [{"role": "user", "content": "word " * 400}, {"role": "assistant", "content": "answer " * 100}]
+    cut = chat_example(tok, long, max_length=128, max_answer_tokens=20)
+    assert len(cut["input_ids"]) <= 128 and len(cut["input_ids"]) - cut["labels"].count(-100) == 20
+    with pytest.raises(ValueError, match="assistant answer"):
+        chat_example(tok, chat[:1], max_length=256)
+    with pytest.raises(ValueError, match="more than max_length 8"):
+        chat_example(tok, chat, max_length=8)

@@ -54,6 +54,9 @@ def test_tiny_matrix_outputs(tiny_run):
     assert (summary.loc[summary["kind"] == "baseline", "baseline"] != "popularity").sum() == 3
     learned = summary["baseline"].isin(["sasrec", "gru4rec", "sasrec_minionerec"])
     assert summary.loc[learned, "baseline_train_time_s"].gt(0).all()
+    assert (summary.loc[learned, "baseline_epochs"] >= summary.loc[learned, "baseline_best_epoch"]).all()
+    flags = summary.set_index(summary["baseline"].fillna(summary["rl"]))["below_popularity"]
+    assert flags.drop("popularity").isin([True, False]).all() and pd.isna(flags["popularity"])
     assert (summary["train_fraction"] == 1.0).all()
     assert (summary["HR@10_ci_low"] <= summary["HR@10"]).all() and (summary["HR@10"] <= summary["HR@10_ci_high"]).all()
     comparisons = pd.read_csv(res / "comparisons.csv")
@@ -62,6 +65,8 @@ def test_tiny_matrix_outputs(tiny_run):
     assert (comparisons["family_size"] == 12).all() and (comparisons["cells_compared"] == 4).all()
     assert (comparisons["p_holm"] >= comparisons["p_value"]).all()
     assert (comparisons["reference_kind"] == "sft_parent").sum() == 4
+    best = comparisons[comparisons["reference_kind"] == "best_baseline"]
+    assert (best["reference_is_popularity"] == (best["reference"] == "popularity")).all()
     llm = summary[summary["kind"] == "llm"]
     assert (llm["invalid_rate"] == 0).all() and llm[["HR@1", "HR@5", "NDCG@5", "MRR"]].notna().all().all()
     assert (llm["sid_collision_rate_after"] == 0).all() and (llm["sid_length"] == 3).all()

@@ -13,7 +13,7 @@ MiniOneRec's RL title-to-SID prompts ended with the SID they asked for.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from genrec.sids.format import parse_sid
@@ -214,3 +214,34 @@ def task_example(
 def training_example(tokenizer, history_sids: Sequence[str], target_sid: str, max_length: int) -> dict[str, list[int]]:
     """``input_ids`` and ``labels`` of one next-item example (the evaluated task)."""
     return task_example(tokenizer, "next_sid", max_length, history_sids, target_sid=target_sid)
+
+
+def chat_example(tokenizer, chat: Sequence[Mapping[str, str]], max_length: int, max_answer_tokens: int = 256) -> dict:
+    """``input_ids`` and ``labels`` of one general-track example (:mod:`genrec.llm.data`): the turns
+    before the last rendered by the model's own chat template up to the assistant's turn, then the
+    answer and the end-of-turn token; the loss covers only the answer.
+
+    The answer is cut to ``max_answer_tokens`` (keeping the end-of-turn token); a prompt that does not
+    fit in the rest of ``max_length`` loses the last words of its last turn, halving until it fits.
+
+    Raises:
+        ValueError: the last turn is not the assistant's, or even a one-word prompt does not fit.
+    """
+    *turns, answer = [dict(m) for m in chat]
+    if answer.get("role") != "assistant" or not turns:
+        raise ValueError("a chat example needs turns before an assistant answer")
+    body = tokenizer(answer["content"], add_special_tokens=False)["input_ids"][: max(1, max_answer_tokens - 1)]
+    response = body + [end_of_response_id(tokenizer)]
+    while True:
+        if getattr(tokenizer, "chat_template", None):
+            text = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        else:
+            system = next((t["content"] for t in turns if t["role"] == "system"), SYSTEM)
+            text = render_prompt(tokenizer, "\n\n".join(t["content"] for t in turns if t["role"] != "system"), system)
+        prompt = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(prompt) + len(response) <= max_length:
+            return {"input_ids": prompt + response, "labels": [-100] * len(prompt) + response}
+        words = turns[-1]["content"].split(" ")
+        if len(words) <= 1:
+            raise ValueError(f"a chat prompt needs {len(prompt)} tokens, more than max_length {max_length} allows")
+        turns[-1]["content"] = " ".join(words[: len(words) // 2])
