@@ -1,0 +1,70 @@
+"""Greedy answers of a causal LM to chat prompts, with their throughput: the general track's evaluation.
+
+Prompts are the turns before each answer rendered by the model's own chat template
+(:func:`genrec.prompts.chat_example` renders the same text for training); a batch is left-padded so
+every answer starts at the same position, and decoding is greedy to a fixed maximum length, so an
+answer depends only on its own prompt (tested: batch size does not change it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from genrec.prompts import chat_example, end_of_response_id
+
+
+@torch.no_grad()
+def generate_answers(
+    model,
+    tokenizer,
+    chats: Sequence[Sequence[dict[str, str]]],
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+    max_prompt_length: int = 512,
+    progress: bool = True,
+) -> tuple[list[str], dict[str, float]]:
+    """Greedy answers to each chat's turns before its answer.
+
+    Returns:
+        The answers (without the end-of-turn token) and ``{"samples_per_s", "tokens_per_s",
+        "generated_tokens", "seconds"}`` (tokens: generated ones, up to and including end-of-turn).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    eos = end_of_response_id(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    prompts = []
+    for chat in chats:
+        ex = chat_example(tokenizer, chat, max_length=max_prompt_length + 1, max_answer_tokens=1)
+        prompts.append(ex["input_ids"][: ex["labels"].count(-100)])
+    answers, generated, start = [], 0, time.perf_counter()
+    for s in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", disable=not progress):
+        batch = prompts[s : s + batch_size]
+        width = max(map(len, batch))
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, p in enumerate(batch):
+            ids[r, width - len(p) :], mask[r, width - len(p) :] = torch.tensor(p), 1
+        out = model.generate(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )[:, width:].tolist()
+        for row in out:
+            n = row.index(eos) + 1 if eos in row else len(row)
+            generated += n
+            answers.append(tokenizer.decode(row[: n - (eos in row)], skip_special_tokens=True).strip())
+    seconds = time.perf_counter() - start
+    return answers, {
+        "samples_per_s": len(prompts) / seconds,
+        "tokens_per_s": generated / seconds,
+        "generated_tokens": generated,
+        "seconds": seconds,
+    }
