@@ -68,3 +68,52 @@ def generate_answers(
         "generated_tokens": generated,
         "seconds": seconds,
     }
+
+
+def evaluate_chat(
+    checkpoint: str,
+    test_data: str,
+    metrics_json: str,
+    answers_json: str,
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+    max_prompt_length: int = 512,
+    threads: int | None = None,
+) -> dict:
+    """Greedy answers of a checkpoint to the test split and their ROUGE/BLEU with intervals
+    (:func:`genrec.metrics.text_metrics`), inference samples/s and tokens/s, and peak memory.
+
+    Writes ``answers_json`` (prompt turns, reference, answer and per-example ROUGE of each example)
+    and ``metrics_json`` (without the per-example lists), both atomically.
+
+    Returns:
+        The metrics.
+    """
+    from genrec.devices import peak_memory_gb, reset_peak_memory
+    from genrec.io import write_json
+    from genrec.llm.data import read_instructions
+    from genrec.metrics import text_metrics
+    from genrec.training.checkpoints import load_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    chats = read_instructions(test_data)
+    model, tokenizer = load_checkpoint(checkpoint)
+    reset_peak_memory()
+    answers, speed = generate_answers(model, tokenizer, chats, max_new_tokens, batch_size, max_prompt_length)
+    references = [c[-1]["content"] for c in chats]
+    metrics = text_metrics(answers, references)
+    per_example = metrics.pop("per_example")
+    rows = [
+        {"prompt": c[:-1], "reference": ref, "answer": a, **{m: v[i] for m, v in per_example.items()}}
+        for i, (c, ref, a) in enumerate(zip(chats, references, answers))
+    ]
+    write_json(answers_json, rows)
+    metrics.update(
+        speed,
+        peak_memory_gb=peak_memory_gb(),
+        decoding={"greedy": True, "max_new_tokens": max_new_tokens, "batch_size": batch_size},
+        ci_unit="example",
+    )
+    write_json(metrics_json, metrics)
+    return metrics

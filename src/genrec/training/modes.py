@@ -119,6 +119,8 @@ def prepare_model(model, settings: SFTSettings, first_new: int, n_new: int):
     targets = lora_target_names(model, settings.target_modules)
     if settings.mode == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if not n_new:  # no added tokens (the general track): adapters only
+        return get_peft_model(model, lora_config(settings, targets))
     emb_name, head_name = _embedding_module_names(model)
     new_ids = list(range(first_new, first_new + n_new))
     token_rows = {emb_name.rsplit(".", 1)[-1]: new_ids}
