@@ -41,6 +41,7 @@ from genrec.models import parameter_count
 from genrec.prompts import DESCRIPTION_WORDS, TASKS, TITLE_WORDS, clean_text, task_example
 from genrec.settings import SFTSettings
 from genrec.sids.format import load_index, sid_strings, vocabulary
+from genrec.training.checkpoints import base_run_info
 from genrec.training.launch import stage_main
 from genrec.training.modes import load_base, prepare_model, trainable_count
 from genrec.training.rows import split_rows
@@ -223,11 +224,7 @@ def run_sft(
         log_json=log_json,
         loss_png=loss_png or os.path.join(os.path.dirname(os.path.abspath(log_json)), "train_loss.png"),
         info={
-            "stage": "sft",
-            "mode": settings.mode,
-            "settings": settings.to_dict(),
-            "base_model": dict(settings.model),
-            "quantization": "nf4" if settings.mode == "qlora" else None,
+            **base_run_info(settings, "sft"),
             "sid_index": str(sid_index),
             "sid_index_sha256": file_sha256(sid_index),
             # the prompt budget of a next-item example: max_length less the answer (SID tokens + end of turn)

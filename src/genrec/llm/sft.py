@@ -20,6 +20,7 @@ from genrec.logs import log_settings
 from genrec.models import parameter_count
 from genrec.prompts import chat_example
 from genrec.settings import SFTSettings
+from genrec.training.checkpoints import base_run_info
 from genrec.training.modes import load_base, prepare_model, trainable_count
 from genrec.training.rows import subsample
 from genrec.training.trainer import run_training, seed_everything
@@ -82,14 +83,7 @@ def run_chat_sft(
         out_dir=out_dir,
         log_json=log_json,
         loss_png=loss_png or os.path.join(os.path.dirname(os.path.abspath(log_json)), "train_loss.png"),
-        info={
-            "stage": "chat_sft",
-            "mode": settings.mode,
-            "settings": settings.to_dict(),
-            "base_model": dict(settings.model),
-            "quantization": "nf4" if settings.mode == "qlora" else None,
-            "added_tokens": 0,
-        },
+        info={**base_run_info(settings, "chat_sft"), "added_tokens": 0},
         extra_log={
             "train_examples": len(examples["train"]),
             "weights_memory_gb": model.get_memory_footprint() / 1e9,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 from collections.abc import Sequence
 
 import pandas as pd
@@ -102,6 +104,7 @@ def summarize(
         )
     for b in baselines:
         m = read_json(b["metrics"], "metrics file")
+        train = m.get("train") or {}  # the trained baselines' selection figures
         rows.append(
             {
                 "dataset": b["dataset"],
@@ -113,9 +116,9 @@ def summarize(
                 "baseline": b["baseline"],
                 **_data_columns(b),
                 **_metric_columns(m),
-                "baseline_train_time_s": (m.get("train") or {}).get("train_time_s"),
-                "baseline_best_epoch": (m.get("train") or {}).get("best_epoch"),
-                "baseline_epochs": (m.get("train") or {}).get("epochs"),
+                "baseline_train_time_s": train.get("train_time_s"),
+                "baseline_best_epoch": train.get("best_epoch"),
+                "baseline_epochs": train.get("epochs"),
                 "eval_users_per_s": m.get("users_per_s"),
                 "below_popularity": flags.get(id(b)),
             }
@@ -132,7 +135,20 @@ def _cell_name(c: dict) -> str:
 
 
 def _per_row_values(results_json: str, what: str) -> tuple[list[tuple], dict[str, list[float]], int]:
-    """Row keys, per-row values of the compared metrics, and the file's list length (its longest list)."""
+    """Row keys, per-row values of the compared metrics, and the file's list length (its longest list).
+
+    Read once per version of the file: the summary's popularity check and the comparisons read the same
+    result files (callers must not change what it returns).
+    """
+    try:
+        stat = os.stat(results_json)
+    except OSError:
+        return _read_per_row_values(results_json, what, None)  # read_json names the missing file
+    return _read_per_row_values(results_json, what, (stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_per_row_values(results_json: str, what: str, version) -> tuple[list[tuple], dict[str, list[float]], int]:
     rows = read_json(results_json, what)
     ranks = row_ranks(rows)
     length = max((len(r["predict_items"]) for r in rows), default=0)

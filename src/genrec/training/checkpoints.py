@@ -62,6 +62,18 @@ def run_info(path: str | os.PathLike[str]) -> dict[str, Any]:
     return read_json(p, "checkpoint run info") if p.is_file() else {}
 
 
+def base_run_info(settings, stage: str) -> dict[str, Any]:
+    """The ``run_info.json`` fields of every trained checkpoint: its stage and mode, its settings, and
+    the base model and quantisation that :func:`load_checkpoint` rebuilds an adapter checkpoint on."""
+    return {
+        "stage": stage,
+        "mode": settings.mode,
+        "settings": settings.to_dict(),
+        "base_model": dict(settings.model),
+        "quantization": "nf4" if settings.mode == "qlora" else None,
+    }
+
+
 def save_checkpoint(model, tokenizer, out_dir: str, info: dict, export_merged: bool = False) -> None:
     """Write ``final_checkpoint/`` atomically: a full model, or adapters + base-model record for LoRA/QLoRA.
 
