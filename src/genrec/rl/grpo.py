@@ -236,17 +236,8 @@ def train_grpo(
         records.append({"prompt": text, "target": int(target), "history": [int(i) for i in history]})
     log.info("%d training prompts (%d distinct), groups of %d", len(records), len(prompt_of), settings.group_size)
 
-    from accelerate import PartialState
-
-    main = PartialState()  # one process, or this rank of a multi-GPU job (genrec.training.launch)
     work = work_dir(out_dir, "rl")
     inputs = [p for p in (sft_checkpoint, train_csv, sid_index, scorer_dir) if p]
-    with main.main_process_first():  # the main process clears and writes the shared folders, then the rest read
-        reference = _reference_path(model, sft_checkpoint, settings, out_dir, write=main.is_main_process)
-        resume = resume_point(work, fingerprint(settings, *inputs), may_reset=main.is_main_process)
-    prior = checkpoint_state(resume) if resume else {}
-    if resume:
-        log.info("resuming from %s (resume %d)", resume, prior["resumes"] + 1)
     if settings.mode == "full":
         model.requires_grad_(True)  # a merged adapter checkpoint loads with its weights frozen
     else:
@@ -292,6 +283,15 @@ def train_grpo(
         **shared_training_arguments(settings.seed, settings.gradient_checkpointing),
         log_completions=False,
     )
+    # The trainer's arguments hold the distributed state (one process, or this rank of a multi-GPU job);
+    # accelerate's bare PartialState() reports no distribution on CPU (gloo) and would not wait here.
+    main = args.process_index == 0
+    with args.main_process_first(desc="checking intermediate checkpoints"):  # the main process clears and
+        reference = _reference_path(model, sft_checkpoint, settings, out_dir, write=main)  # writes; the rest read
+        resume = resume_point(work, fingerprint(settings, *inputs), may_reset=main)
+    prior = checkpoint_state(resume) if resume else {}
+    if resume:
+        log.info("resuming from %s (resume %d)", resume, prior["resumes"] + 1)
     ctx = RewardContext(index=index, scorer=scorer)
     funcs, weights = reward_functions(settings, ctx)
     args.reward_weights = weights
@@ -324,7 +324,7 @@ def train_grpo(
     trainer.train(resume_from_checkpoint=resume)
     train_time = ledger.seconds()
     peak = peak_memory_gb()
-    if main.is_main_process:
+    if main:
         policy = trainer.accelerator.unwrap_model(trainer.model)
         if hasattr(policy, "merge_and_unload"):
             policy = policy.merge_and_unload()
