@@ -24,6 +24,7 @@ rule rl_none:
 rule rl_grpo:
     input:
         unpack(get_grpo_scorer),
+        unpack(get_grpo_reward_model),
         checkpoint="results/{dataset}/runs/{encoder}-{sid}/sft-{sft}/final_checkpoint",
         train="results/{dataset}/data/train.csv",
         sids="results/{dataset}/sid/{encoder}/{sid}/{dataset}.index.json",

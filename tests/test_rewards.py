@@ -18,16 +18,34 @@ def test_ranking_reward_matches_minionerec_for_a_group_of_16():
     assert r[1] == pytest.approx(-0.103, abs=1e-3) and all(a < b for a, b in zip(r[:14], r[1:15]))
 
 
+class _PrefersOne:
+    """A stand-in reward model (genrec.llm.reward.RewardScorer's interface) that prefers one answer."""
+
+    def __init__(self, answer: str):
+        self.answer, self.prompts = answer, []
+
+    def score(self, prompts, answers):
+        self.prompts += prompts
+        return [float(a == self.answer) for a in answers]
+
+
 def test_every_reward_gives_one_value_per_candidate_and_the_target_the_best():
+    from genrec.sids.format import format_sid
+
     torch.manual_seed(0)
     scorer = build_model("sasrec", len(INDEX), SeqRecSettings()).eval()
-    ctx = RewardContext(INDEX, scorer=scorer)
+    ctx = RewardContext(INDEX, scorer=scorer, reward_model=_PrefersOne(format_sid(INDEX[5])))
     group = Group([3, 5, 2, 4], target=5, history=[1, 2])
     for name, fn in REWARDS.items():
         values = fn(group, ctx)
         assert len(values) == 4, name
         if name != "collaborative":  # the scorer is untrained: no preference to check
             assert values[1] == max(values), name
+    # the reward model reads the user's next-item prompt, the history's SIDs in order
+    user = ctx.reward_model.prompts[0][-1]["content"]
+    assert format_sid(INDEX[1]) in user and user.index(format_sid(INDEX[1])) < user.index(format_sid(INDEX[2]))
+    with pytest.raises(ValueError, match="needs a trained reward model"):
+        REWARDS["reward_model"](group, RewardContext(INDEX))
     probs = collaborative(group, ctx)
     full = torch.softmax(scorer(torch.tensor([[8] * 8 + [1, 2]]))[0], -1)
     assert probs == pytest.approx(full[[3, 5, 2, 4]].tolist())

@@ -268,6 +268,8 @@ def test_grpo_refuses_a_group_larger_than_the_catalogue(toy, tmp_path):
         ({"method": "grpo", "rewards": {"exact": 0}}, "not all 0"),
         ({"method": "grpo", "sync_ref_model": True, "beta": 0}, "sync_ref_model needs beta > 0"),
         ({"method": "grpo", "sync_ref_model": True, "mode": "lora"}, "sync_ref_model needs beta > 0 .* mode: full"),
+        ({"method": "grpo", "rewards": {"reward_model": 1.0}}, "reward_model reward and the reward_model key"),
+        ({"method": "grpo", "rewards": {"reward_model": 1.0}, "reward_model": "nope"}, r"reward_model: \['nope'\]"),
     ],
 )
 def test_rl_config_errors_are_named(entry, message):

@@ -16,5 +16,6 @@ run_stage(
     log_json=snakemake.output.get("rl_log"),
     plot_png=snakemake.output.get("plot"),
     scorer_dir=snakemake.input.get("scorer"),
+    reward_model_dir=snakemake.input.get("reward_model"),
     threads=snakemake.threads,
 )

@@ -433,6 +433,9 @@ class SFTSettings(LoraSettings):
     group_by_length: bool = option(True, "batch examples of similar length (less padding)")
     gradient_checkpointing: bool = option(True, "on a GPU: recompute activations in the backward pass (less memory)")
     seed: int = option(0, "seed of the subsample, the task mix, the new token rows and training")
+    pretrain: str = option(
+        "", "a pretrain_variants entry: start from its continued-pretrained model (built first); empty = model"
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -447,8 +450,125 @@ class SFTSettings(LoraSettings):
         )
 
 
+@dataclass(frozen=True)
+class LLMVariantSettings(SFTSettings):
+    """One method of the general LLM track: chat-template SFT with the loss on the answer (``genrec.llm.sft``)."""
+
+    SECTION: ClassVar[str] = "llm_variants.*"
+
+    max_valid_samples: int = option(256, "validation examples scored at each evaluation", ge=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            self.mode != "frozen",
+            "llm_variants.*.mode: frozen trains only added token rows and this track adds none; "
+            "use full, lora or qlora",
+        )
+
+
+PRETRAIN_TEXTS = ("catalogue", "file")
+
+
+@dataclass(frozen=True)
+class PretrainSettings(SFTSettings):
+    """Continued causal-LM pretraining on raw text before SFT, for either track (``genrec.llm.pretrain``)."""
+
+    SECTION: ClassVar[str] = "pretrain_variants.*"
+
+    text: str = option(
+        "catalogue",
+        "catalogue: the titles and descriptions of a dataset's items (its item.json); file: the documents in path",
+        choices=PRETRAIN_TEXTS,
+    )
+    dataset: str = option("", "catalogue: the datasets entry whose items are the text")
+    path: str = option("", "file: a .txt (one document per line), .jsonl or .json (records with 'text') file")
+    heldout: float = option(0.05, "documents held out for perplexity: a fraction in (0, 1) or a count", gt=0)
+    mode: str = option(
+        "full",
+        "full: every weight; lora/qlora: adapters, merged into the model that later stages start from",
+        choices=("full", "lora", "qlora"),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            bool(self.dataset) == (self.text == "catalogue") and bool(self.path) == (self.text == "file"),
+            "pretrain_variants.*: text catalogue needs dataset (and no path); text file needs path (and no dataset)",
+        )
+        _check(not self.pretrain, "pretrain_variants.*.pretrain: continued pretraining starts from model itself")
+
+
+@dataclass(frozen=True)
+class RewardSettings(SFTSettings):
+    """A reward model trained on preference pairs with TRL's RewardTrainer (``genrec.llm.reward``)."""
+
+    SECTION: ClassVar[str] = "reward_variants.*"
+
+    data: str = option("", "an llm_data entry whose QA examples give the offline pairs; empty = pairs")
+    pairs: str = option("", "a JSON/JSONL file of pairs ('prompt', 'chosen', 'rejected'); empty = data")
+    test_pairs: float = option(0.1, "pairs held out for pairwise accuracy: a fraction in (0, 1) or a count", gt=0)
+    mode: str = option("full", "full: every weight; lora: adapters plus the score head", choices=("full", "lora"))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            bool(self.data) != bool(self.pairs),
+            "reward_variants.*: give exactly one of data (an llm_data entry: offline pairs) or pairs (a file)",
+        )
+
+
+LLM_DATA_SOURCES = ("catalogue", "files")
+
+
+@dataclass(frozen=True)
+class LLMDataSettings(_Settings):
+    """An instruction dataset of the general LLM track, split into train/valid/test (``genrec.llm.data``)."""
+
+    SECTION: ClassVar[str] = "llm_data.*"
+
+    source: str = option(
+        "catalogue",
+        "catalogue: questions and answers about a dataset's items from their metadata (offline); files: train "
+        "(and optionally test) instruction files",
+        choices=LLM_DATA_SOURCES,
+        required=True,
+    )
+    dataset: str = option("", "catalogue: the datasets entry whose item.json the questions are about")
+    train: str = option("", "files: instruction data (JSON/JSONL with instruction/input/output or messages, or a "
+                        "datasets directory)")  # fmt: skip
+    test: str = option("", "files: a separate test file; empty = split test_size off train")
+    test_size: float = option(200, "test examples: a count, or a fraction in (0, 1); no prompt is in two splits", gt=0)
+    valid_size: float = option(
+        100, "validation examples (early stopping, choosing settings): a count or a fraction in (0, 1)", gt=0
+    )
+    max_answer_words: int = option(48, "catalogue: descriptions cut to this many words", ge=5)
+    seed: int = option(0, "seed of the splits and of the data scales' order")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(
+            bool(self.dataset) == (self.source == "catalogue") and bool(self.train) == (self.source == "files"),
+            "llm_data.*: source catalogue needs dataset (and no train); source files needs train (and no dataset)",
+        )
+        _check(not (self.test and self.source != "files"), "llm_data.*.test applies to source: files only")
+
+
+@dataclass(frozen=True)
+class LLMEvalSettings(_Settings):
+    """How the general LLM track scores a checkpoint on its test split (``genrec.llm.generate``)."""
+
+    SECTION: ClassVar[str] = "llm_eval"
+
+    max_new_tokens: int = option(64, "greedy decoding stops here (or at the end of the answer)", ge=1)
+    batch_size: int = option(8, "prompts per generation batch (does not change an answer)", ge=1)
+    max_prompt_length: int = option(512, "prompt tokens kept (the oldest are cut)", ge=8)
+    max_test_samples: int = option(0, "0 = the whole test split; else its first N examples (quick looks)", ge=0)
+    bootstrap_samples: int = option(2000, "resamples of the test examples for the 95% intervals", ge=100)
+
+
 RL_METHODS = ("none", "grpo")
-RL_REWARDS = ("exact", "ranking", "prefix", "collaborative")  # see genrec.rl.rewards.REWARDS
+RL_REWARDS = ("exact", "ranking", "prefix", "collaborative", "reward_model")  # see genrec.rl.rewards.REWARDS
 # the learned sequential baselines (genrec.baselines.seqrec); sasrec_minionerec is MiniOneRec's own SASRec model
 SEQREC_KINDS = ("sasrec", "gru4rec", "sasrec_minionerec")
 
@@ -475,11 +595,14 @@ class RLSettings(LoraSettings):
     rewards: dict[str, float] = option(
         {"exact": 1.0, "ranking": 1.0},
         "reward kind -> weight; exact + ranking is MiniOneRec's ranking reward; collaborative needs the "
-        "scorer baseline in baselines",
+        "scorer baseline in baselines; reward_model needs reward_model (a trained reward model's score)",
         keys=RL_REWARDS,
     )
     scorer: str = option(
         "sasrec", "the baseline whose trained scorer gives the collaborative reward", choices=SEQREC_KINDS
+    )
+    reward_model: str = option(
+        "", "the reward_variants entry whose trained reward model gives the reward_model reward (genrec.llm.reward)"
     )
     scale_rewards: str = option(
         "group",
@@ -543,6 +666,10 @@ class RLSettings(LoraSettings):
             "rl_variants.*.sync_ref_model needs beta > 0 (a reference to sync) and mode: full (TRL cannot sync "
             "a LoRA policy's reference, which is the model with its adapters switched off)",
         )
+        _check(
+            (self.rewards.get("reward_model", 0) != 0) == bool(self.reward_model),
+            "rl_variants.*: the reward_model reward and the reward_model key (a reward_variants entry) go together",
+        )
 
     @property
     def reward_kinds(self) -> list[str]:
@@ -552,6 +679,10 @@ class RLSettings(LoraSettings):
     @property
     def needs_scorer(self) -> bool:
         return self.method == "grpo" and self.rewards.get("collaborative", 0) != 0
+
+    @property
+    def needs_reward_model(self) -> bool:
+        return self.method == "grpo" and self.rewards.get("reward_model", 0) != 0
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -196,6 +196,7 @@ def train_grpo(
     sid_index: str,
     out_dir: str,
     scorer_dir: str | None = None,
+    reward_model_dir: str | None = None,
 ) -> tuple[float, float, list[dict], dict]:
     """GRPO from an SFT checkpoint; writes ``out_dir`` (a full model) atomically.
 
@@ -226,6 +227,16 @@ def train_grpo(
         scorer = load_scorer(scorer_dir).eval()
         if scorer.n_items != len(index):
             raise ValueError(f"scorer {scorer_dir} covers {scorer.n_items} items, the index {len(index)}")
+    reward_model = None
+    if settings.needs_reward_model:
+        from genrec.llm.reward import RewardScorer
+
+        if not reward_model_dir or not os.path.isdir(reward_model_dir):
+            raise FileNotFoundError(
+                f"the reward_model reward needs the trained reward model {settings.reward_model!r}; "
+                f"not found: {reward_model_dir}"
+            )
+        reward_model = RewardScorer(reward_model_dir)
     rows = rl_rows(train_csv, len(index), settings, sft_checkpoint)
     prompt_of: dict[str, list[int]] = {}
     records = []
@@ -237,7 +248,7 @@ def train_grpo(
     log.info("%d training prompts (%d distinct), groups of %d", len(records), len(prompt_of), settings.group_size)
 
     work = work_dir(out_dir, "rl")
-    inputs = [p for p in (sft_checkpoint, train_csv, sid_index, scorer_dir) if p]
+    inputs = [p for p in (sft_checkpoint, train_csv, sid_index, scorer_dir, reward_model_dir) if p]
     if settings.mode == "full":
         model.requires_grad_(True)  # a merged adapter checkpoint loads with its weights frozen
     else:
@@ -292,7 +303,7 @@ def train_grpo(
     prior = checkpoint_state(resume) if resume else {}
     if resume:
         log.info("resuming from %s (resume %d)", resume, prior["resumes"] + 1)
-    ctx = RewardContext(index=index, scorer=scorer)
+    ctx = RewardContext(index=index, scorer=scorer, reward_model=reward_model)
     funcs, weights = reward_functions(settings, ctx)
     args.reward_weights = weights
     completion = {i: sid_ids(tokenizer, sids[i]) for i in index}

@@ -14,6 +14,8 @@ history keep their own targets). Every reward maps a group to one float per cand
   ``L`` levels matched in order (1 for the target itself).
 * ``collaborative``: the probability that a trained SASRec/GRU4Rec scorer (:mod:`genrec.seqrec`)
   gives the candidate after the user's history, a softmax over the whole catalogue.
+* ``reward_model``: a trained reward model's score (:class:`genrec.llm.reward.RewardScorer`) of the
+  candidate's SID as the answer to the user's next-item prompt (the prompts module's text).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -40,6 +43,7 @@ class RewardContext:
 
     index: Mapping[int, Sequence[str]]  # item id -> SID level tokens
     scorer: torch.nn.Module | None = None  # genrec.seqrec.load_scorer(...)
+    reward_model: Any = None  # genrec.llm.reward.RewardScorer(...)
 
 
 def exact(group: Group, ctx: RewardContext) -> list[float]:
@@ -100,11 +104,28 @@ def collaborative(group: Group, ctx: RewardContext) -> list[float]:
     return probs[torch.tensor(list(group.items))].tolist()
 
 
+def reward_model(group: Group, ctx: RewardContext) -> list[float]:
+    """The reward model's score of each candidate SID as the answer to the user's next-item prompt.
+
+    Raises:
+        ValueError: no reward model in the context.
+    """
+    from genrec.prompts import SYSTEM, next_item_text
+    from genrec.sids.format import format_sid
+
+    if ctx.reward_model is None:
+        raise ValueError("the reward_model reward needs a trained reward model (rl_variants.*.reward_model)")
+    user = next_item_text([format_sid(ctx.index[i]) for i in group.history])
+    prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    return ctx.reward_model.score([prompt] * len(group.items), [format_sid(ctx.index[i]) for i in group.items])
+
+
 REWARDS: dict[str, Callable[[Group, RewardContext], list[float]]] = {
     "exact": exact,
     "ranking": ranking,
     "prefix": prefix,
     "collaborative": collaborative,
+    "reward_model": reward_model,
 }
 
 

@@ -43,12 +43,14 @@ def run_rl(
     log_json: str | None = None,
     plot_png: str | None = None,
     scorer_dir: str | None = None,
+    reward_model_dir: str | None = None,
     threads: int | None = None,
 ) -> None:
     """Run the RL method and write ``policy.json`` (and for GRPO the checkpoint, log and plot).
 
     Raises:
-        FileNotFoundError: the SFT checkpoint (or the collaborative reward's scorer) does not exist.
+        FileNotFoundError: the SFT checkpoint (or the collaborative reward's scorer, or the reward model)
+            does not exist.
         ValueError: GRPO without its inputs, or a group larger than the catalogue.
     """
     log_settings(log, "rl", settings)
@@ -67,7 +69,9 @@ def run_rl(
     plot_png = plot_png or os.path.join(os.path.dirname(os.path.abspath(log_json)), "rl_log.png")
     from genrec.rl.grpo import train_grpo  # TRL, PEFT: only when GRPO runs
 
-    train_time, peak, steps, extra = train_grpo(settings, sft_checkpoint, train_csv, sid_index, out_dir, scorer_dir)
+    train_time, peak, steps, extra = train_grpo(
+        settings, sft_checkpoint, train_csv, sid_index, out_dir, scorer_dir, reward_model_dir
+    )
     if not is_main_process():
         return  # the main process of a multi-GPU job writes the outputs
     write_json(log_json, {**extra, "train_time_s": train_time, "peak_memory_gb": peak, "steps": steps})
