@@ -7,13 +7,24 @@ from genrec.config import (
     check_models,
     dataset_sources,
     experiment_cells,
+    llm_cells,
+    llm_variant_json,
     model_source,
+    named_model_source,
     sid_source,
     stage_json,
     validate_config,
 )
+from genrec.report.llm import LLM_FIGURES as LLM_PLOTS
 from genrec.report.plots import FIGURES as PLOTS
-from genrec.settings import SEQREC_KINDS, EvalSettings, RLSettings
+from genrec.settings import (
+    SEQREC_KINDS,
+    EvalSettings,
+    LLMDataSettings,
+    PretrainSettings,
+    RewardSettings,
+    RLSettings,
+)
 
 check_config_files(workflow.configfiles)
 validate_config(config)
@@ -25,8 +36,11 @@ DATASETS = sorted({c.dataset for c in CELLS})
 BASELINES = sorted(config.get("baselines") or {})
 
 
+LLM_CELLS = llm_cells(config)
+
+
 def _choices(section):
-    return "|".join(map(re.escape, sorted(config[section])))
+    return "|".join(map(re.escape, sorted(config.get(section) or {}))) or "(?!)"  # (?!) matches nothing
 
 
 wildcard_constraints:
@@ -35,6 +49,12 @@ wildcard_constraints:
     sid=_choices("sid_methods"),
     sft=_choices("sft_variants"),
     rl=_choices("rl_variants"),
+    llm_data=_choices("llm_data"),
+    llm_method=_choices("llm_variants"),
+    llm_model=_choices("models"),
+    scale=r"[0-9]+(\.[0-9]+)?",
+    pretrain=_choices("pretrain_variants"),
+    reward=_choices("reward_variants"),
 
 
 def settings_of(section, wildcard=None):
@@ -83,6 +103,14 @@ def get_grpo_scorer(wc):
     return {"scorer": expand(rules.baseline_seqrec_train.output.scorer, dataset=wc.dataset, seqrec=s.scorer)[0]}
 
 
+def get_grpo_reward_model(wc):
+    """The reward_model reward's trained reward model (the variant's `reward_model`, a reward_variants entry)."""
+    s = RLSettings.from_json(stage_json(config, "rl_variants", wc.rl))
+    if not s.needs_reward_model:
+        return {}
+    return {"reward_model": expand(rules.reward_model.output.checkpoint, reward=s.reward_model)[0]}
+
+
 def get_summary_cells():
     """Per cell: its names and the files the summary reads, from the rules' own output patterns."""
     return cell_files(
@@ -115,3 +143,62 @@ def get_summary_baselines():
         for d in DATASETS
         for b in BASELINES
     ]
+
+
+# ----------------------------------------------------------------------------- the general LLM track
+def get_llm_data_sources(wc):
+    """What an instruction dataset is built from: its dataset's item.json (catalogue) or its files."""
+    s = LLMDataSettings.from_dict(config["llm_data"][wc.llm_data])
+    if s.source == "catalogue":
+        return {"item_json": expand(rules.prepare_data.output.item_json, dataset=s.dataset)[0]}
+    return {"train": s.train, **({"test": s.test} if s.test else {})}
+
+
+def get_pretrained(section, wildcard):
+    """Input function: the continued-pretrained checkpoint a variant starts from (`pretrain:`), if any."""
+
+    def pretrained(wc):
+        name = (config[section][getattr(wc, wildcard)] or {}).get("pretrain")
+        return {"pretrained": expand(rules.pretrain.output.checkpoint, pretrain=name)[0]} if name else {}
+
+    return pretrained
+
+
+def get_pretrain_texts(wc):
+    """The raw text of a continued-pretraining variant: a dataset's item.json, or its file."""
+    s = PretrainSettings.from_dict({**config["pretrain_variants"][wc.pretrain], "model": {"path": "-"}})
+    if s.text == "catalogue":
+        return {"texts": expand(rules.prepare_data.output.item_json, dataset=s.dataset)[0]}
+    return {"texts": s.path}
+
+
+def get_reward_pairs(wc):
+    """A reward model's preference pairs: a file, or the training split of an instruction dataset."""
+    s = RewardSettings.from_dict({**config["reward_variants"][wc.reward], "model": {"path": "-"}})
+    if s.pairs:
+        return {"pairs": s.pairs}
+    return {"qa": expand(rules.llm_data.output.train, llm_data=s.data)[0]}
+
+
+LLM_SUMMARY_CELLS = [
+    {
+        "data": c.data,
+        "model": c.model,
+        "method": c.method,
+        "scale": c.scale,
+        "metrics": "results/llm/{llm_data}/runs/{llm_model}/{llm_method}/scale-{scale}/metrics.json".format(
+            **c.wildcards
+        ),
+    }
+    for c in LLM_CELLS
+]
+
+
+def llm_targets():
+    """The optional stages' targets of the default target (all): the LLM track, reward models, pretraining."""
+    out = []
+    if LLM_CELLS:
+        out += ["results/llm/results_summary.csv", *expand("results/llm/plots/{name}.png", name=LLM_PLOTS)]
+    out += expand("results/llm/reward/{reward}/metrics.json", reward=sorted(config.get("reward_variants") or {}))
+    out += expand("results/pretrain/{pretrain}/metrics.json", pretrain=sorted(config.get("pretrain_variants") or {}))
+    return out

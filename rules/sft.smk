@@ -1,5 +1,6 @@
 rule sft:
     input:
+        unpack(get_pretrained("sft_variants", "sft")),
         train="results/{dataset}/data/train.csv",
         valid="results/{dataset}/data/valid.csv",
         item_json="results/{dataset}/data/item.json",

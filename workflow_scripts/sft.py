@@ -1,3 +1,4 @@
+from genrec.llm.pretrain import based_on
 from genrec.logs import log_to_file
 from genrec.settings import SFTSettings
 from genrec.sft import run_sft
@@ -6,7 +7,7 @@ from genrec.training.launch import run_stage
 log_to_file(snakemake.log[0])
 run_stage(
     run_sft,
-    SFTSettings.from_json(snakemake.params.settings),
+    based_on(SFTSettings.from_json(snakemake.params.settings), snakemake.input.get("pretrained")),
     gpus=snakemake.resources.gpu,
     train_csv=snakemake.input.train,
     valid_csv=snakemake.input.valid,

@@ -39,6 +39,13 @@ ENTRY_SETTINGS: dict[str, type] = {
     "sft_variants": S.SFTSettings,
     "rl_variants": S.RLSettings,
 }
+# the optional sections of the stage before SFT and of the general LLM track (genrec.llm)
+TRACK_SETTINGS: dict[str, type] = {
+    "pretrain_variants": S.PretrainSettings,
+    "reward_variants": S.RewardSettings,
+    "llm_data": S.LLMDataSettings,
+    "llm_variants": S.LLMVariantSettings,
+}
 NAME = "^[A-Za-z0-9][A-Za-z0-9_.]*$"  # variant names: no "-", run directories join names with it
 MODEL_NAME = "^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -121,6 +128,30 @@ def structure_schema() -> dict:
                     "properties": {s: names for s in STAGES},
                 },
             },
+            # the optional stage before SFT (either track) and the general LLM track
+            "pretrain_variants": {"anyOf": [{"type": "null"}, _entries(_required(S.PretrainSettings))]},
+            "reward_variants": {"anyOf": [{"type": "null"}, _entries(_required(S.RewardSettings))]},
+            "llm_data": {"anyOf": [{"type": "null"}, _entries(_required(S.LLMDataSettings))]},
+            "llm_variants": {"anyOf": [{"type": "null"}, _entries(_required(S.LLMVariantSettings))]},
+            "llm_eval": {"type": ["object", "null"]},
+            "llm_experiments": {
+                "type": ["array", "null"],
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["data", "methods", "scales"],
+                    "properties": {
+                        "data": names,
+                        "methods": names,
+                        "models": names,
+                        "scales": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "number", "exclusiveMinimum": 0},
+                        },
+                    },
+                },
+            },
         },
     }
 
@@ -161,6 +192,47 @@ def validate_config(config: dict[str, Any]) -> None:
                 raise ConfigError(
                     f"config error at experiments.{i}.{stage}: {unknown} not defined in {stage} "
                     f"(defined: {sorted(config[stage])})"
+                )
+    _validate_track(config)
+
+
+def _names_defined(config: dict[str, Any], names: Sequence[str], section: str, where: str) -> None:
+    defined = config.get(section) or {}
+    unknown = [n for n in names if n not in defined]
+    if unknown:
+        raise ConfigError(f"config error at {where}: {unknown} not defined in {section} (defined: {sorted(defined)})")
+
+
+def _validate_track(config: dict[str, Any]) -> None:
+    """The optional sections: continued pretraining, reward models and the general LLM track's matrix."""
+    for section, cls in TRACK_SETTINGS.items():
+        for name in config.get(section) or {}:
+            _build(cls, _resolved(config, section, name), f"{section}.{name}")
+    for section in ("sft_variants", "llm_variants", "reward_variants"):
+        for name, entry in (config.get(section) or {}).items():
+            if (entry or {}).get("pretrain"):
+                _names_defined(config, [entry["pretrain"]], "pretrain_variants", f"{section}.{name}.pretrain")
+    for name, entry in (config.get("pretrain_variants") or {}).items():
+        if entry.get("dataset"):
+            _names_defined(config, [entry["dataset"]], "datasets", f"pretrain_variants.{name}.dataset")
+    for name, entry in (config.get("llm_data") or {}).items():
+        if entry.get("dataset"):
+            _names_defined(config, [entry["dataset"]], "datasets", f"llm_data.{name}.dataset")
+    for name, entry in (config.get("reward_variants") or {}).items():
+        if entry.get("data"):
+            _names_defined(config, [entry["data"]], "llm_data", f"reward_variants.{name}.data")
+    for name, entry in config["rl_variants"].items():
+        if (entry or {}).get("reward_model"):
+            _names_defined(config, [entry["reward_model"]], "reward_variants", f"rl_variants.{name}.reward_model")
+    _build(S.LLMEvalSettings, config.get("llm_eval") or {}, "llm_eval")
+    for i, exp in enumerate(config.get("llm_experiments") or []):
+        _names_defined(config, exp["data"], "llm_data", f"llm_experiments.{i}.data")
+        _names_defined(config, exp["methods"], "llm_variants", f"llm_experiments.{i}.methods")
+        _names_defined(config, exp.get("models", []), "models", f"llm_experiments.{i}.models")
+        for scale in exp["scales"]:
+            if isinstance(scale, float) and scale > 1 and not scale.is_integer():
+                raise ConfigError(
+                    f"config error at llm_experiments.{i}.scales: {scale} is neither a count nor a fraction in (0, 1]"
                 )
 
 
@@ -207,6 +279,60 @@ def experiment_cells(config: dict[str, Any]) -> list[Cell]:
     return list(cells)
 
 
+@dataclass(frozen=True)
+class LLMCell:
+    """One cell of the general LLM track: an instruction dataset, a base model, a method and a data scale."""
+
+    data: str
+    model: str
+    method: str
+    scale: str  # as given in config: a count ("2000") or a fraction ("0.25") of the training split
+
+    @property
+    def wildcards(self) -> dict[str, str]:
+        return {"llm_data": self.data, "llm_model": self.model, "llm_method": self.method, "scale": self.scale}
+
+
+def scale_name(scale: float) -> str:
+    """A data scale as it appears in paths and the summary: ``2000`` for a count, ``0.25`` for a fraction.
+
+    >>> scale_name(2000), scale_name(2000.0), scale_name(0.25), scale_name(1.0)
+    ('2000', '2000', '0.25', '1.0')
+    """
+    if isinstance(scale, float) and scale > 1:
+        scale = int(scale)
+    return str(scale)
+
+
+def scale_value(name: str) -> int | float:
+    """The inverse of :func:`scale_name`: a count (int) or a fraction (float).
+
+    >>> scale_value("2000"), scale_value("0.25"), scale_value("1.0")
+    (2000, 0.25, 1.0)
+    """
+    return float(name) if "." in name else int(name)
+
+
+def llm_cells(config: dict[str, Any]) -> list[LLMCell]:
+    """Every cell of ``llm_experiments`` (data x models x methods x scales), deduplicated, in a stable order.
+
+    An entry without ``models`` trains each method on its own ``model``.
+    """
+    cells: dict[LLMCell, None] = {}
+    for exp in config.get("llm_experiments") or []:
+        for data, method in itertools.product(exp["data"], exp["methods"]):
+            models = exp.get("models") or [config["llm_variants"][method]["model"]]
+            for model, scale in itertools.product(models, exp["scales"]):
+                cells[LLMCell(data, model, method, scale_name(scale))] = None
+    return list(cells)
+
+
+def llm_variant_json(config: dict[str, Any], method: str, model: str) -> str:
+    """The sorted JSON of an ``llm_variants`` entry trained on ``model`` (a name in ``models``)."""
+    entry = {**(config["llm_variants"][method] or {}), "model": model}
+    return json.dumps(_resolved({**config, "llm_variants": {method: entry}}, "llm_variants", method), sort_keys=True)
+
+
 def sid_source(config: dict[str, Any], sid: str, dataset_index: str) -> dict[str, str]:
     """The index an ``import`` SID method reads, as a rule input: the entry's ``path``, else the
     dataset's own ``source.index.json`` (``dataset_index``); no input for the other methods.
@@ -240,6 +366,16 @@ def check_models(config: dict[str, Any]) -> None:
             users = used.setdefault(key, [])
             if f"{section}.{name}" not in users:
                 users.append(f"{section}.{name}")
+    for section in ("pretrain_variants", "reward_variants"):
+        for name, entry in (config.get(section) or {}).items():
+            model = entry["model"]
+            used.setdefault(model if isinstance(model, str) else json.dumps(model, sort_keys=True), []).append(
+                f"{section}.{name}"
+            )
+    for cell in llm_cells(config):
+        users = used.setdefault(cell.model, [])
+        if f"llm_variants.{cell.method}" not in users:
+            users.append(f"llm_variants.{cell.method}")
     for key, users in used.items():
         spec = config["models"][key] if key in config["models"] else json.loads(key)
         try:
@@ -253,6 +389,11 @@ def model_source(config: dict[str, Any], section: str, name: str) -> str:
     """What identifies the weights a stage entry's model loads now (:func:`genrec.models.model_source`):
     a rule's params carry it, so a new package version or an edited model directory reruns the stage."""
     return _cached_source(json.dumps(_resolved(config, section, name)["model"], sort_keys=True))
+
+
+def named_model_source(config: dict[str, Any], model: str) -> str:
+    """:func:`model_source` of the ``models`` entry named ``model`` (the LLM track's model axis)."""
+    return _cached_source(json.dumps(config["models"][model], sort_keys=True))
 
 
 @functools.cache
@@ -327,6 +468,11 @@ DOC_SECTIONS: tuple[tuple[str, type], ...] = (
     ("sft_variants.<name>", S.SFTSettings),
     ("rl_variants.<name>", S.RLSettings),
     ("eval", S.EvalSettings),
+    ("pretrain_variants.<name>", S.PretrainSettings),
+    ("llm_data.<name>", S.LLMDataSettings),
+    ("llm_variants.<name>", S.LLMVariantSettings),
+    ("llm_eval", S.LLMEvalSettings),
+    ("reward_variants.<name>", S.RewardSettings),
     ("baselines.popularity", S.PopularitySettings),
     ("baselines.sasrec, baselines.gru4rec", S.SeqRecSettings),
 )

@@ -111,10 +111,10 @@ def read_instructions(path: str | os.PathLike[str]) -> list[Chat]:
     return chats
 
 
-def _clean(text: str, max_words: int) -> str:
+def clean_metadata(text: str, max_words: int) -> str:
     """Metadata text without markup, list brackets or runs of spaces, cut to ``max_words`` words.
 
-    >>> _clean('["Blue pens. <b>Ten</b> per box.", \\'\\']', 4), _clean("Labels. Br><br", 9)
+    >>> clean_metadata('["Blue pens. <b>Ten</b> per box.", \\'\\']', 4), clean_metadata("Labels. Br><br", 9)
     ('Blue pens. Ten per', 'Labels.')
     """
     text = html.unescape(re.sub(r"<!--.*?-->|<[^>]+>", " ", text, flags=re.S))
@@ -136,11 +136,11 @@ def catalogue_qa(items: Mapping[str, Mapping[str, str]], max_answer_words: int =
     """
     chats = []
     for item in items.values():
-        title = _clean(item.get("title") or "", 40)
+        title = clean_metadata(item.get("title") or "", 40)
         if not title:
             continue
-        brand = _clean(item.get("brand") or "", 8)
-        description = _clean(item.get("description") or "", max_answer_words)
+        brand = clean_metadata(item.get("brand") or "", 8)
+        description = clean_metadata(item.get("description") or "", max_answer_words)
         if brand:
             chats.append(_qa(f"Which brand makes this product: {title}?", brand))
         if len(description.split()) >= 5:
@@ -196,3 +196,76 @@ def nested_scales(train: Sequence[Chat], scales: Sequence[int | float], seed: in
             raise ValueError(f"data scale {s} needs 1..{len(order)} training examples, gives {n}")
         out[str(n)] = order[:n]
     return out
+
+
+def write_chats(path: str | os.PathLike[str], chats: Sequence[Chat]) -> None:
+    """Write chats as JSONL in the ``messages`` shape (read back by :func:`read_instructions`), atomically."""
+    from genrec.io import write_text
+
+    write_text(path, "".join(json.dumps({"messages": c}, ensure_ascii=False) + "\n" for c in chats))
+
+
+def _size(value: float) -> int | float:
+    """A config size: a fraction in (0, 1) stays one, anything else is a count."""
+    return value if isinstance(value, float) and value < 1 else int(value)
+
+
+def prepare_llm_data(
+    settings,
+    item_json: str | None,
+    train_out: str,
+    valid_out: str,
+    test_out: str,
+    stats_json: str,
+) -> dict:
+    """Build an instruction dataset's train/valid/test splits (JSONL chats) and their statistics.
+
+    ``source: catalogue`` asks :func:`catalogue_qa` about the items in ``item_json``; ``source: files``
+    reads ``settings.train`` (and ``settings.test`` when given, else splits the test set off it). The
+    validation set is always split off the training side; no prompt is in two splits.
+
+    Args:
+        settings: the entry (:class:`genrec.settings.LLMDataSettings`).
+
+    Returns:
+        The statistics written to ``stats_json``.
+    """
+    from genrec.io import read_json, write_json
+
+    if settings.source == "catalogue":
+        chats = catalogue_qa(read_json(item_json, "item metadata"), settings.max_answer_words)
+        if not chats:
+            raise ValueError(f"{item_json}: no item has a title, so no question can be asked")
+    else:
+        chats = read_instructions(settings.train)
+    if settings.source == "files" and settings.test:
+        rest, test = chats, read_instructions(settings.test)
+        prompts = {json.dumps(c[:-1], sort_keys=True) for c in test}
+        rest = [c for c in rest if json.dumps(c[:-1], sort_keys=True) not in prompts]
+        if len(rest) < len(chats):
+            log.warning("%d training examples share a prompt with the test file: dropped", len(chats) - len(rest))
+    else:
+        rest, test = split_examples(chats, _size(settings.test_size), settings.seed)
+    train, valid = split_examples(rest, _size(settings.valid_size), settings.seed + 1)
+    for name, part in (("train", train_out), ("valid", valid_out), ("test", test_out)):
+        write_chats(part, {"train": train, "valid": valid, "test": test}[name])
+    stats = {
+        "source": settings.source,
+        "examples": len(train) + len(valid) + len(test),
+        "train": len(train),
+        "valid": len(valid),
+        "test": len(test),
+        "answer_words_mean": sum(len(c[-1]["content"].split()) for c in test) / len(test),
+    }
+    write_json(stats_json, stats)
+    log.info("instruction data: %d train, %d valid, %d test examples", len(train), len(valid), len(test))
+    return stats
+
+
+def write_scale(train_jsonl: str, scale: int | float, seed: int, out: str) -> int:
+    """The training subset of one data scale (:func:`nested_scales`: every scale a prefix of one seeded
+    order, so each is a subset of the next); returns its size."""
+    (subset,) = nested_scales(read_instructions(train_jsonl), [scale], seed).values()
+    write_chats(out, subset)
+    log.info("data scale %s: %d of the training examples", scale, len(subset))
+    return len(subset)

@@ -79,12 +79,17 @@ def evaluate_chat(
     batch_size: int = 8,
     max_prompt_length: int = 512,
     threads: int | None = None,
+    max_examples: int = 0,
+    n_boot: int = 2000,
+    train_log: str | None = None,
 ) -> dict:
     """Greedy answers of a checkpoint to the test split and their ROUGE/BLEU with intervals
     (:func:`genrec.metrics.text_metrics`), inference samples/s and tokens/s, and peak memory.
 
     Writes ``answers_json`` (prompt turns, reference, answer and per-example ROUGE of each example)
-    and ``metrics_json`` (without the per-example lists), both atomically.
+    and ``metrics_json`` (without the per-example lists), both atomically. ``max_examples`` keeps the
+    first N test examples (0: all); ``train_log`` (the checkpoint's ``train_log.json``) adds its training
+    figures under ``training``: time, peak memory, trainable and total parameters, examples, losses.
 
     Returns:
         The metrics.
@@ -98,11 +103,13 @@ def evaluate_chat(
     if threads:
         torch.set_num_threads(threads)
     chats = read_instructions(test_data)
+    if max_examples:
+        chats = chats[:max_examples]
     model, tokenizer = load_checkpoint(checkpoint)
     reset_peak_memory()
     answers, speed = generate_answers(model, tokenizer, chats, max_new_tokens, batch_size, max_prompt_length)
     references = [c[-1]["content"] for c in chats]
-    metrics = text_metrics(answers, references)
+    metrics = text_metrics(answers, references, n_boot=n_boot)
     per_example = metrics.pop("per_example")
     rows = [
         {"prompt": c[:-1], "reference": ref, "answer": a, **{m: v[i] for m, v in per_example.items()}}
@@ -115,5 +122,42 @@ def evaluate_chat(
         decoding={"greedy": True, "max_new_tokens": max_new_tokens, "batch_size": batch_size},
         ci_unit="example",
     )
+    if train_log:
+        metrics["training"] = training_figures(train_log)
     write_json(metrics_json, metrics)
     return metrics
+
+
+TRAINING_FIGURES = (
+    "mode",
+    "train_time_s",
+    "peak_memory_gb",
+    "trainable_params",
+    "total_params",
+    "train_examples",
+    "steps",
+    "samples_per_s",
+    "tokens_per_s",
+    "valid_loss",
+    "device",
+)
+
+
+def training_figures(train_log: str) -> dict:
+    """The figures of a ``train_log.json`` a cell's ``metrics.json`` carries, plus the first and last training loss.
+
+    Raises:
+        ValueError: the log lacks one of :data:`TRAINING_FIGURES` (not written by :func:`genrec.llm.sft.run_chat_sft`).
+    """
+    from genrec.io import read_json
+
+    log = read_json(train_log, "training log")
+    missing = [k for k in TRAINING_FIGURES if k not in log]
+    if missing:
+        raise ValueError(f"{train_log} lacks {missing}: not a training log of the general LLM track")
+    curve = [p["loss"] for p in log.get("loss_curve", [])]
+    return {
+        **{k: log[k] for k in TRAINING_FIGURES},
+        "first_loss": curve[0] if curve else None,
+        "last_loss": curve[-1] if curve else None,
+    }

@@ -19,8 +19,9 @@ from genrec.llm.data import read_instructions
 from genrec.logs import log_settings
 from genrec.models import parameter_count
 from genrec.prompts import chat_example
-from genrec.settings import SFTSettings
+from genrec.settings import LLMVariantSettings, SFTSettings
 from genrec.training.checkpoints import base_run_info
+from genrec.training.launch import stage_main
 from genrec.training.modes import load_base, prepare_model, trainable_count
 from genrec.training.rows import subsample
 from genrec.training.trainer import run_training, seed_everything
@@ -91,3 +92,7 @@ def run_chat_sft(
             "total_params": n_total,
         },
     )
+
+
+if __name__ == "__main__":  # what genrec.training.launch.run_stage starts on each GPU
+    stage_main(run_chat_sft, LLMVariantSettings)
