@@ -232,6 +232,43 @@ def test_rl_none_passes_the_sft_checkpoint_on(toy, tmp_path):
     assert policy["checkpoint"] == str(ckpt.resolve()) and policy["train_time_s"] == 0
 
 
+@pytest.mark.slow
+def test_grpo_with_a_trained_reward_model_as_the_reward(toy, tmp_path, tiny_model_dir):
+    """A reward model trained to prefer item 7's SID after any history is the reward GRPO reads."""
+    from genrec.llm.reward import RewardScorer, run_reward
+    from genrec.prompts import SYSTEM, next_item_text
+    from genrec.rl.rewards import Group
+    from genrec.settings import RewardSettings
+
+    root, ckpt, index = toy
+    sid = {i: format_sid(index[i]) for i in index}
+    others = [i for i in index if i != 7]
+    pairs = [
+        {"prompt": [{"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": next_item_text([sid[h] for h in others[k % 20 : k % 20 + 3]])}],
+         "chosen": sid[7], "rejected": sid[others[(k * 7) % len(others)]]}
+        for k in range(48)
+    ]  # fmt: skip
+    rm = tmp_path / "rm"
+    s = RewardSettings(model={"path": str(tiny_model_dir)}, pairs="pairs.jsonl", mode="full", epochs=2, batch_size=8,
+                       learning_rate=3e-3, max_length=128)  # fmt: skip
+    m = run_reward(s, pairs[:40], pairs[40:], str(rm), str(tmp_path / "rm.json"), str(tmp_path / "rm_m.json"))
+    assert m["pairwise_accuracy"] >= 0.75
+    ctx = RewardContext(index, reward_model=RewardScorer(str(rm)))
+    values = REWARDS["reward_model"](Group([3, 7, 12], target=12, history=[1, 2]), ctx)
+    assert values[1] == max(values)  # the reward model's preference, not the target's
+    settings = RLSettings(method="grpo", group_size=4, prompts_per_step=4, beta=0.0, learning_rate=1e-3,
+                          rewards={"reward_model": 1.0}, reward_model="rm", warmup_ratio=0.0)  # fmt: skip
+    out = tmp_path / "rl"
+    with pytest.raises(FileNotFoundError, match="reward model 'rm'"):
+        run_rl(settings, str(ckpt), str(out / "policy.json"), str(root / "train.csv"), str(root / "index.json"),
+               str(out / "final_checkpoint"))  # fmt: skip
+    run_rl(settings, str(ckpt), str(out / "policy.json"), str(root / "train.csv"), str(root / "index.json"),
+           str(out / "final_checkpoint"), reward_model_dir=str(rm))  # fmt: skip
+    steps = json.loads((out / "rl_log.json").read_text())["steps"]
+    assert len(steps) == 4 and all("reward_reward_model_mean" in st for st in steps)
+
+
 def test_grpo_prompts_prefer_training_rows_sft_did_not_see(toy, tmp_path):
     from genrec.training.rows import split_rows
 

@@ -154,10 +154,17 @@ def load_causal_lm(spec: ModelSpec | dict[str, str], dtype: torch.dtype | None =
         )
         if torch.cuda.is_available():
             kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
+    return load_pretrained(AutoModelForCausalLM, name, kwargs, dtype=dtype)
+
+
+def load_pretrained(auto_class, name: str, kwargs: dict, **extra):
+    """``auto_class.from_pretrained`` of a resolved model (:func:`resolve_model`), a GGUF file left a plain model.
+
+    transformers dequantises GGUF tensors on load but still marks the model as quantised, which
+    would forbid full fine-tuning and write a quantisation config on save; that mark is removed.
+    """
+    model = auto_class.from_pretrained(name, **kwargs, **extra)
     if "gguf_file" in kwargs:
-        # transformers dequantises GGUF tensors to `dtype` on load but still marks the model as
-        # quantised, which would forbid full fine-tuning and write a quantisation config on save.
         model.hf_quantizer = None
         model.is_quantized = False
         if hasattr(model.config, "quantization_config"):

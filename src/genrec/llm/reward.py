@@ -16,7 +16,6 @@ accuracy and :class:`RewardScorer` all score these same tokens, so the scorer re
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -272,17 +271,11 @@ def load_reward_base(spec: Mapping[str, str]):
     """
     from transformers import AutoModelForSequenceClassification
 
-    from genrec.models import resolve_model
+    from genrec.models import load_pretrained, resolve_model
 
     name, kwargs = resolve_model(dict(spec))
     log.info("loading reward model base from %s %s", name, kwargs)
-    model = AutoModelForSequenceClassification.from_pretrained(name, num_labels=1, dtype=torch.float32, **kwargs)
-    if "gguf_file" in kwargs:  # as in load_causal_lm: dequantised weights, but still marked quantised
-        model.hf_quantizer = None
-        model.is_quantized = False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-    return model
+    return load_pretrained(AutoModelForSequenceClassification, name, kwargs, num_labels=1, dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -334,9 +327,8 @@ def _peft_model(model, settings: RewardSettings):
 
     from genrec.training.modes import lora_config, lora_target_names
 
-    config = lora_config(settings, lora_target_names(model, settings.target_modules), modules_to_save=["score"])
-    # lora_config is written for causal LMs; a sequence classifier needs PEFT's SEQ_CLS wrapper
-    return get_peft_model(model, dataclasses.replace(config, task_type="SEQ_CLS"))
+    targets = lora_target_names(model, settings.target_modules)
+    return get_peft_model(model, lora_config(settings, targets, modules_to_save=["score"], task_type="SEQ_CLS"))
 
 
 def run_reward(

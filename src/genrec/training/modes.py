@@ -142,7 +142,10 @@ def load_base(settings: SFTSettings):
 
 
 def lora_config(settings: LoraSettings, targets: Sequence[str], **extra):
-    """The PEFT ``LoraConfig`` of the settings' rank, alpha and dropout on ``targets`` (checked names)."""
+    """The PEFT ``LoraConfig`` of the settings' rank, alpha and dropout on ``targets`` (checked names).
+
+    ``extra`` adds or overrides keys (``task_type`` is ``CAUSAL_LM`` unless given).
+    """
     from peft import LoraConfig
 
     return LoraConfig(
@@ -150,6 +153,5 @@ def lora_config(settings: LoraSettings, targets: Sequence[str], **extra):
         lora_alpha=settings.lora_alpha,
         lora_dropout=settings.lora_dropout,
         target_modules=list(targets),
-        task_type="CAUSAL_LM",
-        **extra,
+        **{"task_type": "CAUSAL_LM", **extra},
     )
