@@ -371,3 +371,46 @@ def test_comparison_of_a_list_too_short_for_its_metric_is_left_out(tmp_path, cap
         "HR@10",
         "NDCG@10",
     ]
+
+
+# ----------------------------------------------------------------------------- the general LLM track's inputs
+LLM_CASES = [
+    ("train.jsonl", '{"instruction": "Q?", "output": "A"}\nnot json\n', r"train.jsonl line 2: not JSON"),
+    ("train.jsonl", '{"instruction": "Q?"}\n', r"train.jsonl line 1: needs 'instruction' and 'output'"),
+    ("train.json", '{"instruction": "Q?", "output": "A"}', r"train.json: a JSON instruction file holds an array"),
+    ("train.json", '[{"messages": [{"role": "user", "content": "Q?"}]}]', r"train.json record 0: 'messages' must"),
+    (
+        "train.json",
+        '[{"messages": [{"role": "bot", "content": "Q?"}, {"role": "assistant", "content": "A"}]}]',
+        r"record 0: messages\[0\] needs a role",
+    ),  # fmt: skip
+    ("train.json", "[]", r"train.json holds no records"),
+    (
+        "train.json",
+        '[{"instruction": "Q?", "output": "A"}, {"instruction": "Q?", "output": "B"}]',
+        "leaves no train or no test",
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize("case", LLM_CASES, ids=[c[2][:40] for c in LLM_CASES])
+def test_bad_instruction_data(tmp_path, case):
+    from genrec.llm.data import prepare_llm_data
+    from genrec.settings import LLMDataSettings
+
+    name, text, message = case
+    (tmp_path / name).write_text(text)
+    out = tmp_path / "out"
+    s = LLMDataSettings(source="files", train=str(tmp_path / name), test_size=1, valid_size=1)
+    with pytest.raises(ValueError, match=message):
+        prepare_llm_data(s, None, *(str(out / f) for f in ("train.jsonl", "valid.jsonl", "test.jsonl", "stats.json")))
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_instruction_file_is_named(tmp_path):
+    from genrec.llm.data import prepare_llm_data
+    from genrec.settings import LLMDataSettings
+
+    s = LLMDataSettings(source="files", train=str(tmp_path / "nope.jsonl"))
+    with pytest.raises(FileNotFoundError, match="instruction data not found: .*nope.jsonl"):
+        prepare_llm_data(s, None, *(str(tmp_path / f) for f in ("a", "b", "c", "d")))
