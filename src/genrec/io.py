@@ -90,3 +90,39 @@ def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
         raise ValueError(f"{what} {p} is not valid JSON: {err}") from err
     except UnicodeDecodeError as err:
         raise ValueError(f"{what} {p} is not UTF-8 text: {err}") from err
+
+
+def json_records(path: str | os.PathLike[str], kind: str) -> list[tuple[Any, str]]:
+    """The records of a JSONL file (one per non-blank line) or a JSON array, each with where it is:
+    ``"FILE line N"`` or ``"FILE record I"``, for error messages that name it.
+
+    Args:
+        kind: what the file holds (``instruction``, ``pairs``, ``text``), for the error when a JSON
+            file holds no array.
+
+    Raises:
+        ValueError: text that is not UTF-8, a line or file that is not JSON (named), a JSON file
+            that is not an array.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{p} is not UTF-8 text: {err}") from err
+    if p.suffix == ".jsonl":
+        records = []
+        for line_no, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append((json.loads(line), f"{p} line {line_no}"))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{p} line {line_no}: not JSON ({err})") from err
+        return records
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{p}: not JSON ({err})") from err
+    if not isinstance(data, list):
+        raise ValueError(f"{p}: a JSON {kind} file holds an array of records (or use .jsonl)")
+    return [(r, f"{p} record {i}") for i, r in enumerate(data)]

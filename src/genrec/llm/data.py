@@ -24,6 +24,8 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from genrec.io import json_records
+
 log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
@@ -87,25 +89,8 @@ def read_instructions(path: str | os.PathLike[str]) -> list[Chat]:
                 raise ValueError(f"{p}: a DatasetDict needs a 'train' split, has {list(data)}")
             data = data["train"]
         chats = [_from_record(r, f"{p} record {i}") for i, r in enumerate(data)]
-    elif p.suffix == ".jsonl":
-        chats = []
-        with open(p, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{p} line {line_no}: not JSON ({err})") from err
-                chats.append(_from_record(record, f"{p} line {line_no}"))
     else:
-        try:
-            records = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{p}: not JSON ({err})") from err
-        if not isinstance(records, list):
-            raise ValueError(f"{p}: a JSON instruction file holds an array of records (or use .jsonl)")
-        chats = [_from_record(r, f"{p} record {i}") for i, r in enumerate(records)]
+        chats = [_from_record(r, where) for r, where in json_records(p, "instruction")]
     if not chats:
         raise ValueError(f"{p} holds no records")
     return chats

@@ -33,7 +33,7 @@ from typing import TypeVar
 
 import torch
 
-from genrec.io import read_json, write_json
+from genrec.io import json_records, read_json, write_json
 from genrec.llm.data import clean_metadata
 from genrec.logs import log_settings
 from genrec.models import parameter_count
@@ -89,30 +89,15 @@ def read_texts(path: str | os.PathLike[str]) -> list[str]:
         raise FileNotFoundError(f"pretraining text not found: {p}")
     if p.suffix not in (".txt", ".jsonl", ".json"):
         raise ValueError(f"{p}: pretraining text must be .txt (a document per line), .jsonl or .json")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{p} is not UTF-8 text: {err}") from err
     if p.suffix == ".txt":
-        docs = [line.strip() for line in text.splitlines() if line.strip()]
-    elif p.suffix == ".jsonl":
-        docs = []
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{p} line {line_no}: not JSON ({err})") from err
-            docs.append(_document(record, f"{p} line {line_no}"))
-    else:
         try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{p}: not JSON ({err})") from err
-        if not isinstance(records, list):
-            raise ValueError(f"{p}: a JSON text file holds an array of strings or of records with 'text'")
-        docs = [_document(r, f"{p} record {i}") for i, r in enumerate(records)]
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{p} is not UTF-8 text: {err}") from err
+        docs = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        records = json_records(p, "text")
+        docs = [_document(r, where) for r, where in records]
     if not docs:
         raise ValueError(f"{p} holds no documents")
     return docs

@@ -16,7 +16,6 @@ accuracy and :class:`RewardScorer` all score these same tokens, so the scorer re
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from genrec.io import json_records
 from genrec.llm.data import ROLES, Chat, read_instructions, split_examples
 from genrec.prompts import chat_example
 from genrec.settings import RewardSettings
@@ -109,25 +109,7 @@ def read_pairs(path: str | os.PathLike[str]) -> list[Pair]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"preference pairs not found: {p}")
-    pairs = []
-    if p.suffix == ".jsonl":
-        with open(p, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{p} line {line_no}: not JSON ({err})") from err
-                pairs.append(_pair(record, f"{p} line {line_no}"))
-    else:
-        try:
-            records = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{p}: not JSON ({err})") from err
-        if not isinstance(records, list):
-            raise ValueError(f"{p}: a JSON pairs file holds an array of records (or use .jsonl)")
-        pairs = [_pair(r, f"{p} record {i}") for i, r in enumerate(records)]
+    pairs = [_pair(r, where) for r, where in json_records(p, "pairs")]
     if not pairs:
         raise ValueError(f"{p} holds no preference pairs")
     return pairs
