@@ -354,7 +354,7 @@ def run_reward(
     from genrec.models import load_tokenizer, parameter_count
     from genrec.report.plots import plot_loss
     from genrec.training.checkpoints import base_run_info, save_checkpoint, work_dir
-    from genrec.training.trainer import loss_curves, seed_everything, shared_training_arguments
+    from genrec.training.trainer import loss_curves, schedule_arguments, seed_everything, shared_training_arguments
 
     if settings.mode not in ("full", "lora"):
         raise ValueError(f"reward model mode {settings.mode!r}: use full or lora")
@@ -383,20 +383,12 @@ def run_reward(
     n_total = parameter_count(model)
     log.info("mode %s: %d of %d parameters train", settings.mode, n_trainable, n_total)
 
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    steps_per_epoch = max(1, math.ceil(len(train_pairs) / (settings.batch_size * settings.grad_accum * world)))
-    total_steps = math.ceil(steps_per_epoch * settings.epochs)
+    schedule, steps_per_epoch = schedule_arguments(settings, len(train_pairs))
     work = work_dir(out_dir, STAGE)
     args = RewardConfig(
         output_dir=str(work),
-        num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        warmup_steps=max(1, int(settings.warmup_ratio * total_steps)),
-        lr_scheduler_type="cosine",
-        logging_steps=max(1, total_steps // 50),
+        **schedule,
+        logging_steps=max(1, math.ceil(steps_per_epoch * settings.epochs) // 50),
         save_strategy="no",
         max_length=settings.max_length,  # encode() already fits every sequence, so TRL filters none out
         **shared_training_arguments(settings.seed, settings.gradient_checkpointing),
@@ -441,7 +433,7 @@ def run_reward(
             "samples_per_s": len(train_pairs) * settings.epochs / train_time,
             "loss_curve": curve,
             "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-            "world_size": world,
+            "world_size": int(os.environ.get("WORLD_SIZE", 1)),
             "bf16": bool(args.bf16),
             "settings": settings.to_dict(),
         },

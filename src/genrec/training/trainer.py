@@ -66,6 +66,23 @@ def shared_training_arguments(seed: int, gradient_checkpointing: bool) -> dict:
     )
 
 
+def schedule_arguments(settings: SFTSettings, n_train: int) -> tuple[dict, int]:
+    """The optimisation schedule's Trainer arguments (epochs, batch, AdamW, cosine decay with warm-up) of
+    ``n_train`` examples on every process, and the optimizer steps per epoch."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    steps_per_epoch = max(1, math.ceil(n_train / (settings.batch_size * settings.grad_accum * world)))
+    total_steps = math.ceil(steps_per_epoch * settings.epochs)
+    return dict(
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        warmup_steps=max(1, int(settings.warmup_ratio * total_steps)),
+        lr_scheduler_type="cosine",
+    ), steps_per_epoch
+
+
 def training_arguments(settings: SFTSettings, output_dir: str | os.PathLike[str], n_train: int, **overrides):
     """Transformers ``TrainingArguments`` of a supervised run: schedule, evaluation/checkpoint cadence, bf16 and
     gradient checkpointing on GPU, length grouping. ``overrides`` replace single arguments (benchmarks)."""
@@ -73,19 +90,12 @@ def training_arguments(settings: SFTSettings, output_dir: str | os.PathLike[str]
 
     gpu = torch.cuda.is_available()
     world = int(os.environ.get("WORLD_SIZE", 1))
-    steps_per_epoch = max(1, math.ceil(n_train / (settings.batch_size * settings.grad_accum * world)))
-    total_steps = math.ceil(steps_per_epoch * settings.epochs)
+    schedule, steps_per_epoch = schedule_arguments(settings, n_train)
     eval_steps = max(1, steps_per_epoch // settings.evals_per_epoch)
     kwargs = dict(
         output_dir=str(output_dir),
-        num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size,
+        **schedule,
         per_device_eval_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        warmup_steps=max(1, int(settings.warmup_ratio * total_steps)),
-        lr_scheduler_type="cosine",
         logging_steps=max(1, min(eval_steps, steps_per_epoch // 20)),
         eval_strategy="steps",
         eval_steps=eval_steps,
