@@ -46,9 +46,14 @@ TRACK = {
 TARGETS = ("results/llm/results_summary.csv", "results/llm/reward/rm/metrics.json")
 
 
+REC_SFT_FROM_PRETRAIN = "results/synthetic/runs/tinylm-rkmeans/sft-cptsft/final_checkpoint"
+
+
 def tiny_config(model_dir) -> dict:
     config = yaml.safe_load((REPO / "tests" / "configs" / "tiny.yaml").read_text())
     config["models"]["tiny"]["path"] = str(model_dir)
+    # the recommendation track's SFT from the same continued-pretrained model
+    config["sft_variants"]["cptsft"] = {"model": "tiny", "pretrain": "items", "learning_rate": 0.003}
     return {**config, **copy.deepcopy(TRACK)}
 
 
@@ -189,8 +194,22 @@ def track_run(tmp_path_factory, tiny_model_dir):
     config = tiny_config(tiny_model_dir)
     config["datasets"]["synthetic"] = {"source": "synthetic", **TINY_SYNTHETIC}
     write_config(workdir, config)
-    snakemake(workdir, *TARGETS, "results/llm/plots/method_comparison.png")
+    snakemake(workdir, *TARGETS, "results/llm/plots/method_comparison.png", REC_SFT_FROM_PRETRAIN)
     return workdir, config
+
+
+def test_rule_all_builds_the_track_when_the_config_has_it(tmp_path, tiny_model_dir):
+    config = tiny_config(tiny_model_dir)
+    write_config(tmp_path, config)
+    out = snakemake(tmp_path, "-n")
+    for rule in ("llm_summary", "llm_plots", "reward_model", "pretrain", "summary", "plots"):
+        assert re.search(rf"^{rule}\s+\d+$", out, re.M), rule
+    for key in TRACK:
+        config.pop(key)
+    config["sft_variants"].pop("cptsft")
+    write_config(tmp_path, config)
+    out = snakemake(tmp_path, "-n")
+    assert "llm_" not in out and "reward_model" not in out and re.search(r"^summary\s+1$", out, re.M)
 
 
 @pytest.mark.slow
@@ -215,6 +234,8 @@ def test_track_outputs(track_run):
     cpt_info = json.loads((res / "qa" / "runs" / "tiny" / "cpt" / "scale-16" / "final_checkpoint" / "run_info.json")
                           .read_text())  # fmt: skip
     assert "pretrain" in json.dumps(cpt_info["settings"]["model"])  # trained from the continued-pretrained model
+    rec = json.loads((workdir / REC_SFT_FROM_PRETRAIN / "run_info.json").read_text())
+    assert rec["stage"] == "sft" and "pretrain/items" in json.dumps(rec["settings"]["model"])
     reward = json.loads((res / "reward" / "rm" / "metrics.json").read_text())
     assert 0 <= reward["pairwise_accuracy"] <= 1 and reward["n_test_pairs"] == 8
 
