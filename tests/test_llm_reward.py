@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import random
 
@@ -235,6 +236,8 @@ def test_reward_pairs_reads_the_file_or_builds_offline_pairs(tmp_path, tiny_mode
     s = RewardSettings(model={"path": str(tiny_model_dir)}, pairs=str(f), test_pairs=3)
     train, test = reward_pairs(s, pairs=str(f))
     assert len(train) == 7 and len(test) == 3
+    fewer, same_test = reward_pairs(dataclasses.replace(s, max_train_samples=4), pairs=str(f))
+    assert len(fewer) == 4 and all(p in train for p in fewer) and same_test == test  # held-out pairs stay whole
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in _catalogue_chats()))
     s = RewardSettings(model={"path": str(tiny_model_dir)}, data="qa", test_pairs=2)

@@ -31,6 +31,7 @@ from genrec.io import json_records
 from genrec.llm.data import ROLES, Chat, read_instructions, split_examples
 from genrec.prompts import chat_example
 from genrec.settings import RewardSettings
+from genrec.training.rows import subsample
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +194,8 @@ def split_pairs(pairs: Sequence[Pair], test_size: int | float, seed: int = 0) ->
 def reward_pairs(
     settings: RewardSettings, qa: str | None = None, pairs: str | None = None
 ) -> tuple[list[Pair], list[Pair]]:
-    """The train and held-out pairs of a reward variant, split by ``settings.test_pairs`` (:func:`split_pairs`).
+    """The train and held-out pairs of a reward variant, split by ``settings.test_pairs`` (:func:`split_pairs`);
+    ``settings.max_train_samples`` keeps a seeded subsample of the training pairs (the held-out ones stay whole).
 
     Args:
         settings: the variant (:class:`genrec.settings.RewardSettings`).
@@ -211,7 +213,11 @@ def reward_pairs(
     else:
         raise ValueError("a reward model needs its pairs file or, for offline pairs, its instruction data (qa)")
     log.info("%d preference pairs from %s", len(found), pairs or f"the questions and answers of {qa}")
-    return split_pairs(found, settings.test_pairs, settings.seed)
+    train, test = split_pairs(found, settings.test_pairs, settings.seed)
+    if settings.max_train_samples and len(train) > settings.max_train_samples:
+        train = [train[i] for i in subsample(range(len(train)), settings.max_train_samples, settings.seed)]
+        log.info("training on a seeded %d of the training pairs (max_train_samples)", len(train))
+    return train, test
 
 
 def reward_stage(
