@@ -16,7 +16,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 ENVS = REPO / "envs"
-GPU_RULES = {"sft", "rl_grpo", "evaluate"}
+GPU_RULES = {"sft", "rl_grpo", "evaluate", "llm_sft", "llm_eval", "pretrain", "reward_model"}
 
 
 def _pyproject():

@@ -103,6 +103,9 @@ def test_a_config_without_the_track_is_valid(tiny_model_dir):
     config = tiny_config(tiny_model_dir)
     for key in TRACK:
         config.pop(key)
+    with pytest.raises(ConfigError, match=r"sft_variants.cptsft.pretrain: \['items'\] not defined in pretrain_var"):
+        validate_config(config)
+    config["sft_variants"].pop("cptsft")
     validate_config(config)
     assert llm_cells(config) == []
 
