@@ -8,6 +8,7 @@ run: the ratios compare like with like; medians over the rounds are reported.
 
     .venv/bin/python bench/llm_memory.py                      # CPU: peak resident memory, tokens/s
     python bench/llm_memory.py --name llm_memory_gpu          # on a GPU: peak GPU memory (allocator)
+    python bench/llm_memory.py --shape qwen2.5-0.5b --name llm_memory_qwen_gpu   # a Qwen2.5-0.5B-shaped model
 
 Peak memory is GPU memory allocated on a GPU, else the process's peak resident set (which holds
 the dequantised GGUF weights, the optimizer state, activations and PyTorch's own overhead) since
@@ -47,12 +48,24 @@ def make_data(root: Path, n_train: int) -> tuple[str, str]:
     return str(root / "train.jsonl"), str(root / "valid.jsonl")
 
 
-def one(mode: str, train: str, valid: str, out: str, batch_size: int, threads: int | None) -> None:
+def shaped_model(shape: str, root: Path) -> dict[str, str]:
+    """A random-initialised model of a bench/shapes.py shape with SmolLM2's tokenizer, saved under ``root``."""
+    import torch
+    from shapes import make_model  # bench/shapes.py (the script's folder is on sys.path)
+
+    from genrec.models import load_tokenizer
+
+    make_model(shape, torch.float32).save_pretrained(root / shape)  # the trainer computes in bf16 on a GPU
+    load_tokenizer(MODEL).save_pretrained(root / shape)
+    return {"path": str(root / shape)}
+
+
+def one(mode: str, train: str, valid: str, out: str, batch_size: int, threads: int | None, model: dict) -> None:
     """Train one method (in this process) and write its training log to ``out``."""
     from genrec.llm.sft import run_chat_sft
     from genrec.settings import LLMVariantSettings
 
-    s = LLMVariantSettings(model=MODEL, mode=mode, learning_rate=RATES[mode], batch_size=batch_size, epochs=1,
+    s = LLMVariantSettings(model=model, mode=mode, learning_rate=RATES[mode], batch_size=batch_size, epochs=1,
                            evals_per_epoch=1, early_stopping_patience=0, max_valid_samples=32)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         run_chat_sft(s, train, valid, os.path.join(tmp, "ckpt"), out, threads=threads,
@@ -66,7 +79,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=2, help="passes over the methods (alternating order)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--shape", help="a bench/shapes.py shape (random weights) instead of SmolLM2-135M")
     ap.add_argument("--name", default="llm_memory")
+    ap.add_argument("--model", help=argparse.SUPPRESS)  # internal: the model spec as JSON
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: train one method in this process
     ap.add_argument("--data", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -76,7 +91,7 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parser().parse_args()
     if args.one:
-        one(args.one, *args.data, args.out, args.batch_size, args.threads)
+        one(args.one, *args.data, args.out, args.batch_size, args.threads, json.loads(args.model))
         return
     import torch
 
@@ -84,11 +99,12 @@ def main() -> None:
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
         train, valid = make_data(Path(tmp), args.train_examples)
+        model = shaped_model(args.shape, Path(tmp)) if args.shape else MODEL
         for r in range(args.rounds):
             for mode in modes if r % 2 == 0 else modes[::-1]:
                 out = os.path.join(tmp, f"{mode}-{r}.json")
                 cmd = [sys.executable, __file__, "--one", mode, "--data", train, valid, "--out", out,
-                       "--batch-size", str(args.batch_size)]  # fmt: skip
+                       "--batch-size", str(args.batch_size), "--model", json.dumps(model)]  # fmt: skip
                 if args.threads:
                     cmd += ["--threads", str(args.threads)]
                 subprocess.run(cmd, check=True)
@@ -111,7 +127,7 @@ def main() -> None:
     out = {
         "benchmark": "llm_memory",
         "device": torch.cuda.get_device_name() if cuda else f"cpu ({platform.machine()}, {os.cpu_count()} cpus)",
-        "model": "SmolLM2-135M-Instruct (GGUF Q4_1, dequantised to fp32; qlora: 4-bit NF4)",
+        "model": f"{args.shape} (random weights)" if args.shape else "SmolLM2-135M-Instruct (GGUF Q4_1, dequantised)",
         "memory": "GPU memory allocated (peak)" if cuda else "peak resident set of the training process",
         "train_examples": args.train_examples,
         "batch_size": args.batch_size,
