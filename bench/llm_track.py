@@ -122,6 +122,15 @@ def main() -> None:
         },
         "gpu": "not measured: no GPU was lent to this run",
     }
+    # training speed of each method against full fine-tuning at the largest scale both ran (same examples)
+    for _, rows in table.groupby(["data", "model"]):
+        full = rows[rows["method"] == "full"]
+        for method, mine in rows[rows["method"] != "full"].groupby("method"):
+            both = sorted(set(mine["train_examples"]) & set(full["train_examples"]))
+            if both:
+                a = mine[mine["train_examples"] == both[-1]]["train_samples_per_s"].iloc[0]
+                b = full[full["train_examples"] == both[-1]]["train_samples_per_s"].iloc[0]
+                out[f"speedup_{method}_vs_full_train_samples_per_s"] = float(a / b)
     dest = REPO / "bench" / "results" / f"{args.name}.json"
     dest.write_text(json.dumps(out, indent=2, default=str) + "\n")
     cols = ["method", "train_examples", "ROUGE-1", "ROUGE-L", "BLEU", "train_time_s", "train_peak_memory_gb"]
