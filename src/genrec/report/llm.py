@@ -105,6 +105,9 @@ def plot_data_scale_comparison(table: pd.DataFrame, path: str) -> None:
             )
         if table["train_examples"].nunique() > 1:
             ax.set_xscale("log")
+            ax.minorticks_off()
+            scales = sorted(table["train_examples"].unique())
+            ax.set_xticks(scales, [str(n) for n in scales])
         ax.set_xlabel("training examples")
         ax.set_ylabel(f"{metric} (0-100)")
         ax.set_title(metric)
