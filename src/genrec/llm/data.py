@@ -32,6 +32,20 @@ ROLES = ("system", "user", "assistant")
 Chat = list[dict[str, str]]
 
 
+def checked_messages(messages: Sequence[object], where: str, field: str = "messages") -> Chat:
+    """``{"role", "content"}`` copies of chat messages, each checked (a role in :data:`ROLES`, string content).
+
+    Raises:
+        ValueError: a bad message, named by ``where`` and its index in ``field``.
+    """
+    chat = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise ValueError(f"{where}: {field}[{i}] needs a role in {ROLES} and a string content, got {m!r}")
+        chat.append({"role": m["role"], "content": m["content"]})
+    return chat
+
+
 def _from_record(record: object, where: str) -> Chat:
     """One record as a chat.
 
@@ -44,11 +58,7 @@ def _from_record(record: object, where: str) -> Chat:
         messages = record["messages"]
         if not isinstance(messages, list) or len(messages) < 2:
             raise ValueError(f"{where}: 'messages' must be a list of at least a user and an assistant turn")
-        chat = []
-        for i, m in enumerate(messages):
-            if not isinstance(m, Mapping) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-                raise ValueError(f"{where}: messages[{i}] needs a role in {ROLES} and a string content, got {m!r}")
-            chat.append({"role": m["role"], "content": m["content"]})
+        chat = checked_messages(messages, where)
         if chat[-1]["role"] != "assistant" or not chat[-1]["content"].strip():
             raise ValueError(f"{where}: the last message must be a non-empty assistant answer")
         return chat

@@ -33,6 +33,7 @@ from typing import TypeVar
 
 import torch
 
+from genrec.devices import pick_device
 from genrec.io import json_records, read_json, write_json
 from genrec.llm.data import clean_metadata
 from genrec.logs import log_settings
@@ -211,12 +212,6 @@ def pack_blocks(tokenizer, docs: Sequence[str], block_length: int) -> list[dict[
     return [{"input_ids": b, "labels": [-100, *b[1:]]} for b in blocks if len(b) > 1]
 
 
-def _device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def heldout_nll(model, blocks: Sequence[dict[str, list[int]]], pad_id: int, batch_size: int) -> tuple[float, int]:
     """Mean token negative log-likelihood of ``blocks`` (:func:`pack_blocks`) and the tokens it averages.
@@ -338,7 +333,7 @@ def run_pretrain(
     main = is_main_process()
     if main:  # the base model the training starts from (for qlora, its 4-bit weights)
         if not getattr(model, "is_loaded_in_4bit", False):  # a 4-bit model is already placed
-            model.to(_device())
+            model.to(pick_device())
         nll_before, heldout_tokens = heldout_nll(model, blocks["heldout"], tokenizer.pad_token_id, settings.batch_size)
         log.info("held-out perplexity before: %.2f over %d tokens", math.exp(nll_before), heldout_tokens)
     model = prepare_model(model, settings, len(tokenizer), 0)
@@ -385,7 +380,9 @@ def run_pretrain(
         torch.cuda.empty_cache()
     spec = pretrained_model_spec(out_dir)
     trained, _ = load_checkpoint(spec["path"])
-    nll_after, _ = heldout_nll(trained.to(_device()), blocks["heldout"], tokenizer.pad_token_id, settings.batch_size)
+    nll_after, _ = heldout_nll(
+        trained.to(pick_device()), blocks["heldout"], tokenizer.pad_token_id, settings.batch_size
+    )
     metrics = {
         "mode": settings.mode,
         "perplexity_before": math.exp(nll_before),

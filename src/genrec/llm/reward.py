@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from genrec.io import json_records
-from genrec.llm.data import ROLES, Chat, read_instructions, split_examples
+from genrec.llm.data import Chat, checked_messages, read_instructions, split_examples
 from genrec.prompts import chat_example
 from genrec.settings import RewardSettings
 from genrec.training.rows import subsample
@@ -44,12 +44,7 @@ def _messages(value: object, where: str, field: str) -> list[dict[str, str]]:
     """A list of chat messages, checked (roles, string contents)."""
     if not isinstance(value, list) or not value:
         raise ValueError(f"{where}: '{field}' must be a string or a non-empty list of messages")
-    out = []
-    for i, m in enumerate(value):
-        if not isinstance(m, Mapping) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise ValueError(f"{where}: {field}[{i}] needs a role in {ROLES} and a string content, got {m!r}")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
+    return checked_messages(value, where, field)
 
 
 def _pair(record: object, where: str) -> Pair:
