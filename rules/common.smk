@@ -166,7 +166,7 @@ def get_pretrained(section, wildcard):
 
 def get_pretrain_texts(wc):
     """The raw text of a continued-pretraining variant: a dataset's item.json, or its file."""
-    s = PretrainSettings.from_dict({**config["pretrain_variants"][wc.pretrain], "model": {"path": "-"}})
+    s = PretrainSettings.from_json(stage_json(config, "pretrain_variants", wc.pretrain))
     if s.text == "catalogue":
         return {"texts": expand(rules.prepare_data.output.item_json, dataset=s.dataset)[0]}
     return {"texts": s.path}
@@ -174,7 +174,7 @@ def get_pretrain_texts(wc):
 
 def get_reward_pairs(wc):
     """A reward model's preference pairs: a file, or the training split of an instruction dataset."""
-    s = RewardSettings.from_dict({**config["reward_variants"][wc.reward], "model": {"path": "-"}})
+    s = RewardSettings.from_json(stage_json(config, "reward_variants", wc.reward))
     if s.pairs:
         return {"pairs": s.pairs}
     return {"qa": expand(rules.llm_data.output.train, llm_data=s.data)[0]}
